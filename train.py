@@ -223,7 +223,7 @@ def train_epoch(model, batches, steps, optimizer):
 
 @torch.inference_mode()
 def evaluate(model, batches, steps):
-    """(mean loss, correct, total) over the test batches."""
+    """(mean loss, correct, total) over the test batches (a host sync per batch: a few a pass)."""
     model.eval()
     loss_sum, correct, total = 0.0, 0, 0
     for step, (images, labels) in enumerate(batches, start=1):
@@ -323,7 +323,7 @@ def run(args):
         metrics["interrupted"] = True
     except Diverged:
         print(f"error: the loss became NaN or infinite in epoch {len(history)}; try a lower --lr "
-              f"(this run used {args.lr})", file=sys.stderr)
+              f"(this run used {args.lr:g})", file=sys.stderr)
         return 1
     metrics["result"] = report(history, parameters)
     if args.metrics:
