@@ -281,11 +281,40 @@ def configuration(args, parameters):
     }
 
 
+def run_epoch(epoch, model, optimizer, train_split, test_split, generator, args):
+    """Train one epoch, test, print the epoch's lines and return its record for the metrics."""
+    print(f"\nEPOCH: {epoch}")
+    lr = optimizer.param_groups[0]["lr"]
+    train_steps = 1 if args.dry_run else math.ceil(len(train_split[1]) / args.batch_size)
+    test_steps = 1 if args.dry_run else math.ceil(len(test_split[1]) / args.test_batch_size)
+    rotation = args.rotation if args.augment else 0.0
+    start = time.perf_counter()
+    batches = data.train_batches(*train_split, args.batch_size, generator, rotation)
+    train_loss, train_accuracy = train_epoch(model, batches, train_steps, optimizer)
+    train_seconds = time.perf_counter() - start
+    test_loss, correct, total = evaluate(model, data.test_batches(*test_split, args.test_batch_size), test_steps)
+    test_seconds = time.perf_counter() - start - train_seconds
+    images_per_second = min(train_steps * args.batch_size, len(train_split[1])) / train_seconds
+    print(f"\nTest set: Average loss: {test_loss:.4f}, Accuracy: {correct}/{total} "
+          f"({100 * correct / total:.2f}%)")
+    print(f"Epoch time: {train_seconds + test_seconds:.1f} s (train {train_seconds:.1f} s, "
+          f"{images_per_second:,.0f} images/s; test {test_seconds:.2f} s)")
+    return {
+        "epoch": epoch, "lr": lr,
+        "train_loss": train_loss, "train_accuracy": train_accuracy,
+        "test_loss": test_loss, "test_correct": correct, "test_total": total,
+        "test_accuracy": 100 * correct / total,
+        "seconds": train_seconds + test_seconds, "train_seconds": train_seconds,
+        "test_seconds": test_seconds, "train_images_per_second": images_per_second,
+    }
+
+
 def run(args):
+    """Train as args say; the exit status: 0 done, 1 diverged, 130 interrupted by Ctrl-C."""
     torch.manual_seed(args.seed)
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
-    train_pixels, train_labels = data.load_split(args.data_dir, train=True, device=args.device)
-    test_pixels, test_labels = data.load_split(args.data_dir, train=False, device=args.device)
+    train_split = data.load_split(args.data_dir, train=True, device=args.device)
+    test_split = data.load_split(args.data_dir, train=False, device=args.device)
 
     model = MODELS[args.model]().to(args.device)
     parameters, _ = count_parameters(model)
@@ -293,36 +322,12 @@ def run(args):
     print(f"Device: {args.device}")
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=args.step_size, gamma=args.gamma)
-    rotation = args.rotation if args.augment else 0.0
-    train_steps = 1 if args.dry_run else math.ceil(len(train_labels) / args.batch_size)
-    test_steps = 1 if args.dry_run else math.ceil(len(test_labels) / args.test_batch_size)
     metrics = {"config": configuration(args, parameters), "epochs": []}
     history = metrics["epochs"]
     try:
         for epoch in range(args.epochs):
-            print(f"\nEPOCH: {epoch}")
-            lr = optimizer.param_groups[0]["lr"]
-            start = time.perf_counter()
-            batches = data.train_batches(train_pixels, train_labels, args.batch_size, generator, rotation)
-            train_loss, train_accuracy = train_epoch(model, batches, train_steps, optimizer)
-            train_seconds = time.perf_counter() - start
-            batches = data.test_batches(test_pixels, test_labels, args.test_batch_size)
-            test_loss, correct, total = evaluate(model, batches, test_steps)
-            test_seconds = time.perf_counter() - start - train_seconds
+            history.append(run_epoch(epoch, model, optimizer, train_split, test_split, generator, args))
             scheduler.step()
-            images = min(train_steps * args.batch_size, len(train_labels))
-            history.append({
-                "epoch": epoch, "lr": lr,
-                "train_loss": train_loss, "train_accuracy": train_accuracy,
-                "test_loss": test_loss, "test_correct": correct, "test_total": total,
-                "test_accuracy": 100 * correct / total,
-                "seconds": train_seconds + test_seconds, "train_seconds": train_seconds,
-                "test_seconds": test_seconds, "train_images_per_second": images / train_seconds,
-            })
-            print(f"\nTest set: Average loss: {test_loss:.4f}, Accuracy: {correct}/{total} "
-                  f"({100 * correct / total:.2f}%)")
-            print(f"Epoch time: {train_seconds + test_seconds:.1f} s (train {train_seconds:.1f} s, "
-                  f"{images / train_seconds:,.0f} images/s; test {test_seconds:.2f} s)")
             if args.metrics:
                 save_json(args.metrics, metrics)
     except KeyboardInterrupt:
@@ -335,10 +340,12 @@ def run(args):
     metrics["result"] = report(history, parameters)
     if args.metrics:
         save_json(args.metrics, metrics)
-    if args.save_model and not metrics.get("interrupted"):
+    if metrics.get("interrupted"):
+        return 130
+    if args.save_model:
         write_atomically(args.save_model, lambda f: torch.save(model.state_dict(), f))
         print(f"Saved the model's state_dict to {args.save_model}")
-    return 130 if metrics.get("interrupted") else 0
+    return 0
 
 
 def main(argv=None):
