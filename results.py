@@ -1,0 +1,81 @@
+"""The README's results table, made from the metrics files that train.py wrote under results/.
+
+    python results.py            # prints the table; paste it into the README
+
+A unit test checks that the README holds exactly this table, so the README cannot drift from
+the committed runs.
+"""
+import json
+from pathlib import Path
+
+from train import TARGET_ACCURACY, TARGET_EPOCHS, target_met
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def load_runs(folder=RESULTS):
+    """{model number: [metrics of each run, by seed]} for every results/*.json."""
+    runs = {}
+    for path in sorted(folder.glob("*.json")):
+        run = json.loads(path.read_text())
+        runs.setdefault(run["config"]["model"], []).append(run)
+    for model_runs in runs.values():
+        model_runs.sort(key=lambda run: run["config"]["seed"])
+    return dict(sorted(runs.items()))
+
+
+def recipe(config):
+    text = (f"SGD lr {config['lr']:g} momentum {config['momentum']:g}, "
+            f"StepLR {config['step_size']}/{config['gamma']:g}, batch {config['batch_size']}")
+    if config["augment"]:
+        text += f", rotation ±{config['rotation_degrees']:g}°"
+    return text
+
+
+def seeds(runs):
+    numbers = [run["config"]["seed"] for run in runs]
+    contiguous = numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+    return f"{numbers[0]}–{numbers[-1]}" if contiguous and len(numbers) > 1 else ", ".join(map(str, numbers))
+
+
+def row(model, runs):
+    tests = [[epoch["test_accuracy"] for epoch in run["epochs"]] for run in runs]
+    best = [max(t) for t in tests]
+    lowest_last = min(min(t[-TARGET_EPOCHS:]) for t in tests)
+    met = sum(target_met(t) for t in tests)
+    config = runs[0]["config"]
+    return (f"| {model} | {config['parameters']:,} | {recipe(config)} | {seeds(runs)} | "
+            f"{sum(best) / len(best):.2f} ({min(best):.2f}–{max(best):.2f}) | {lowest_last:.2f} | "
+            f"{met}/{len(runs)} |")
+
+
+def table(folder=RESULTS):
+    lines = [
+        f"| Model | Params | Recipe | Seeds | Best test acc. %, mean (min–max) "
+        f"| Lowest of last {TARGET_EPOCHS} epochs % | Target met (≥ {TARGET_ACCURACY:.2f}% in each of the last {TARGET_EPOCHS}) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [row(model, runs) for model, runs in load_runs(folder).items()]
+    return "\n".join(lines)
+
+
+def search_table(folder=RESULTS / "recipe-search"):
+    """The runs that chose Model 3's recipe: one row per file, named after its settings
+    (the rotation's sampling, bilinear or nearest, is in the name only)."""
+    lines = [f"| run (results/recipe-search/) | lr | StepLR step / gamma | seed | test accuracy %, last {TARGET_EPOCHS} epochs run | target met |",
+             "|---|---|---|---|---|---|"]
+    for path in sorted(folder.glob("*.json")):
+        run = json.loads(path.read_text())
+        config, tests = run["config"], [epoch["test_accuracy"] for epoch in run["epochs"]]
+        complete = len(tests) == config["epochs"]
+        last = ", ".join(f"{t:.2f}" for t in tests[-TARGET_EPOCHS:])
+        lines.append(f"| {path.stem} | {config['lr']:g} | {config['step_size']} / {config['gamma']:g} | "
+                     f"{config['seed']} | {last} (epochs {len(tests) - TARGET_EPOCHS}–{len(tests) - 1}) | "
+                     f"{('yes' if target_met(tests) else 'no') if complete else 'stopped early'} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(table())
+    print()
+    print(search_table())
