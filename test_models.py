@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 
 import data
+import results
 import train
 from models import MODELS, count_parameters, summary
 
@@ -388,3 +389,33 @@ class TestTrainCommandLine(unittest.TestCase):
         self.assertIn(f"Interrupted: {finished} finished epoch(s)", out)
         self.assertIn("Target (>= 99.40% test accuracy in each of the last 3 epochs): not met", out)
 
+
+
+class TestCommittedResults(unittest.TestCase):
+    """The runs under results/ (made by train.py with each model's recipe) and the README's
+    tables made from them, so that the README cannot drift from the runs."""
+
+    def setUp(self):
+        self.runs = results.load_runs()
+
+    def test_model3_runs_cover_seeds_1_to_5(self):
+        self.assertEqual([run["config"]["seed"] for run in self.runs.get(3, [])], [1, 2, 3, 4, 5])
+
+    def test_runs_are_complete_follow_their_recipe_and_record_the_right_verdict(self):
+        for model, runs in self.runs.items():
+            for run in runs:
+                config = run["config"]
+                with self.subTest(model=model, seed=config["seed"]):
+                    self.assertEqual(config["parameters"], count_parameters(MODELS[model]())[0])
+                    self.assertFalse(config["dry_run"])
+                    self.assertNotIn("interrupted", run)
+                    self.assertEqual(len(run["epochs"]), config["epochs"])
+                    for key in ("batch_size", "lr", "momentum", "step_size", "gamma", "augment"):
+                        self.assertEqual(config[key], train.RECIPES[model][key], key)
+                    tests = [epoch["test_accuracy"] for epoch in run["epochs"]]
+                    self.assertEqual(run["result"]["target_met"], train.target_met(tests))
+
+    def test_readme_tables_are_made_from_the_results(self):
+        readme = (HERE / "README.md").read_text()
+        self.assertIn(results.table(), readme)
+        self.assertIn(results.search_table(), readme)
