@@ -86,10 +86,9 @@ def normalize(pixels):
 def random_rotation(pixels, max_degrees, generator):
     """Rotate each image by its own angle, uniform in [-max_degrees, max_degrees], about its centre.
 
-    Nearest-neighbour sampling, as torchvision's RandomRotation does by default: it keeps the
-    digits' pixel values as they are (bilinear sampling blurs them, and measured worse: see the
-    README). What comes in from outside the frame is 0, the black background, which is why this
-    runs on pixels before normalization."""
+    Nearest-neighbour sampling, as torchvision's RandomRotation (the notebook's) does by default:
+    it moves pixels without blending them. What comes in from outside the frame is 0, the black
+    background, which is why this runs on pixels before normalization."""
     n = pixels.shape[0]
     angles = torch.rand(n, generator=generator, device=pixels.device) * 2 - 1
     angles = angles * math.radians(max_degrees)
