@@ -43,38 +43,29 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def positive(kind):
+def bounded(kind, zero_allowed=False):
+    """An argparse type: a number of `kind` above 0 (or at least 0), else a one-line error."""
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+        if not (value >= 0 if zero_allowed else value > 0):
+            raise argparse.ArgumentTypeError(f"must be {'0 or more' if zero_allowed else 'greater than 0'}, got {text}")
         return value
     return parse
-
-
-def non_negative_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
 
 
 def build_parser():
     p = ArgumentParser(description="Train a tiny CNN on MNIST (SGD + StepLR).")
     p.add_argument("--model", type=int, choices=sorted(MODELS), default=3, help="which model (default: 3)")
-    p.add_argument("--epochs", type=positive(int), default=15, help="epochs to train (default: 15)")
-    p.add_argument("--batch-size", type=positive(int), help="training batch size (default: the recipe's, 32)")
-    p.add_argument("--test-batch-size", type=positive(int), default=1000, help="test batch size (default: 1000)")
-    p.add_argument("--lr", type=positive(float), help="learning rate (default: the recipe's)")
-    p.add_argument("--momentum", type=non_negative_float, help="SGD momentum (default: the recipe's, 0.9)")
-    p.add_argument("--step-size", type=positive(int), help="StepLR: epochs between decays (default: the recipe's)")
-    p.add_argument("--gamma", type=positive(float), help="StepLR: factor at each decay (default: the recipe's)")
+    p.add_argument("--epochs", type=bounded(int), default=15, help="epochs to train (default: 15)")
+    p.add_argument("--batch-size", type=bounded(int), help="training batch size (default: the recipe's, 32)")
+    p.add_argument("--test-batch-size", type=bounded(int), default=1000, help="test batch size (default: 1000)")
+    p.add_argument("--lr", type=bounded(float), help="learning rate (default: the recipe's)")
+    p.add_argument("--momentum", type=bounded(float, zero_allowed=True), help="SGD momentum (default: the recipe's, 0.9)")
+    p.add_argument("--step-size", type=bounded(int), help="StepLR: epochs between decays (default: the recipe's)")
+    p.add_argument("--gamma", type=bounded(float), help="StepLR: factor at each decay (default: the recipe's)")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction,
                    help="random rotation of training images (default: the recipe's: Model 3 only)")
     p.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
