@@ -1,7 +1,8 @@
 """The tiny MNIST networks of the write-up, a parameter counter and a torchsummary-style table.
 
 Models 1-3 are the three steps of ../shared/reference/seed-models.md, layer for layer: run
-`python models.py` to print their tables, which match the write-up byte for byte.
+`python models.py` to print their tables, which match the write-up byte for byte. Model 4 is our
+own fourth step: the same target with at most 5,000 parameters.
 """
 import torch
 import torch.nn as nn
@@ -43,6 +44,15 @@ def conv_relu_bn_dropout(in_channels, out_channels, padding):
         nn.ReLU(),
         nn.BatchNorm2d(out_channels),
         nn.Dropout(0.1),
+    )
+
+
+def conv_relu_bn(in_channels, out_channels, padding):
+    """A 3x3 convolution without bias, ReLU and BatchNorm: Model 4's block, without Dropout."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size=(3, 3), padding=padding, bias=False),
+        nn.ReLU(),
+        nn.BatchNorm2d(out_channels),
     )
 
 
@@ -99,7 +109,33 @@ class Model3(Net):
         self.fc = nn.Linear(10, 10, bias=False)
 
 
-MODELS = {1: Model1, 2: Model2, 3: Model3}
+class Model4(Net):
+    """Target: 99.4% test accuracy in each of the last 3 of 15 epochs with at most 5,000
+    parameters (4,972).
+
+    Model 3's skeleton, thinner: the same places for padding, pooling and GAP, so the same
+    receptive field (32 pixels at the output, more than the 28x28 digit), with 8-12 channels
+    where Model 3 has 8-16. Parameters per block, convolution + BatchNorm: 72+16, 720+20,
+    900+20, 1,080+24, 1,080+20, 900+20, and 100 in the last linear layer. A model this small
+    underfits rather than overfits (train accuracy stays below test accuracy), so it has no
+    Dropout; the rotation of its recipe is the only regularizer, and BatchNorm lets it learn
+    at Model 3's rates."""
+
+    def __init__(self):
+        super().__init__()
+        self.convblock1 = conv_relu_bn(1, 8, padding=1)     # 28x28, receptive field 3
+        self.convblock2 = conv_relu_bn(8, 10, padding=1)    # 28x28, RF 5
+        self.pool1 = nn.MaxPool2d(2, 2)                     # 14x14, RF 6
+        self.convblock3 = conv_relu_bn(10, 10, padding=1)   # 14x14, RF 10
+        self.convblock4 = conv_relu_bn(10, 12, padding=0)   # 12x12, RF 14
+        self.pool2 = nn.MaxPool2d(2, 2)                     # 6x6,   RF 16
+        self.convblock5 = conv_relu_bn(12, 10, padding=0)   # 4x4,   RF 24
+        self.convblock6 = conv_relu_bn(10, 10, padding=0)   # 2x2,   RF 32
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(10, 10, bias=False)
+
+
+MODELS = {1: Model1, 2: Model2, 3: Model3, 4: Model4}
 
 
 def count_parameters(model):

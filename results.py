@@ -25,7 +25,9 @@ def load_runs(folder=RESULTS):
 
 
 def recipe(config):
-    text = (f"SGD lr {config['lr']:g} momentum {config['momentum']:g}, "
+    decay = config.get("weight_decay", 0.0)  # files from before the flag have none
+    text = (f"SGD lr {config['lr']:g} momentum {config['momentum']:g}"
+            + (f" weight decay {decay:g}" if decay else "") + ", "
             f"StepLR {config['step_size']}/{config['gamma']:g}, batch {config['batch_size']}")
     if config["augment"]:
         text += f", rotation ±{config['rotation_degrees']:g}°"
@@ -60,17 +62,20 @@ def table(folder=RESULTS):
 
 
 def search_table(folder=RESULTS / "recipe-search"):
-    """The runs that chose Model 3's recipe: one row per file, named after its settings
-    (the rotation's sampling, bilinear or nearest, is in the name only)."""
-    lines = [f"| run (results/recipe-search/) | lr | StepLR step / gamma | seed | test accuracy %, last {TARGET_EPOCHS} epochs run | target met |",
-             "|---|---|---|---|---|---|"]
+    """The runs that chose the recipes of Models 3 and 4: one row per file, named after its
+    settings (the rotation's sampling, bilinear or nearest, is in the name only)."""
+    lines = [f"| run (results/recipe-search/) | model | batch | lr | weight decay | StepLR step / gamma | rotation | seed "
+             f"| test accuracy %, last {TARGET_EPOCHS} epochs run | target met |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for path in sorted(folder.glob("*.json")):
         run = json.loads(path.read_text())
         config, tests = run["config"], [epoch["test_accuracy"] for epoch in run["epochs"]]
         complete = len(tests) == config["epochs"]
         last = ", ".join(f"{t:.2f}" for t in tests[-TARGET_EPOCHS:])
-        lines.append(f"| {path.stem} | {config['lr']:g} | {config['step_size']} / {config['gamma']:g} | "
-                     f"{config['seed']} | {last} (epochs {len(tests) - TARGET_EPOCHS}–{len(tests) - 1}) | "
+        rotation = f"±{config['rotation_degrees']:g}°" if config["augment"] else "none"
+        lines.append(f"| {path.stem} | {config['model']} | {config['batch_size']} | {config['lr']:g} | "
+                     f"{config.get('weight_decay', 0.0):g} | "
+                     f"{config['step_size']} / {config['gamma']:g} | {rotation} | {config['seed']} | {last} (epochs {len(tests) - TARGET_EPOCHS}–{len(tests) - 1}) | "
                      f"{('yes' if target_met(tests) else 'no') if complete else 'stopped early'} |")
     return "\n".join(lines)
 

@@ -27,9 +27,10 @@ from models import MODELS, count_parameters, summary
 # epochs at the lowest rate, 0.0002. Neither step 6 nor step 7 yet meets the target on every
 # seed 1-5 (README, "Results"): the search goes on.
 RECIPES = {
-    1: dict(batch_size=32, lr=0.01, momentum=0.9, step_size=15, gamma=1.0, augment=False, rotation=7.0),
-    2: dict(batch_size=32, lr=0.01, momentum=0.9, step_size=15, gamma=1.0, augment=False, rotation=7.0),
-    3: dict(batch_size=32, lr=0.02, momentum=0.9, step_size=6, gamma=0.1, augment=True, rotation=7.0),
+    1: dict(batch_size=32, lr=0.01, momentum=0.9, weight_decay=0.0, step_size=15, gamma=1.0, augment=False, rotation=7.0),
+    2: dict(batch_size=32, lr=0.01, momentum=0.9, weight_decay=0.0, step_size=15, gamma=1.0, augment=False, rotation=7.0),
+    3: dict(batch_size=32, lr=0.02, momentum=0.9, weight_decay=0.0, step_size=6, gamma=0.1, augment=True, rotation=7.0),
+    4: dict(batch_size=32, lr=0.02, momentum=0.9, weight_decay=0.0, step_size=6, gamma=0.1, augment=True, rotation=7.0),
 }
 TARGET_ACCURACY = 99.40   # percent of the test set, in each of the last TARGET_EPOCHS epochs
 TARGET_EPOCHS = 3
@@ -64,10 +65,13 @@ def build_parser():
     p.add_argument("--test-batch-size", type=bounded(int), default=1000, help="test batch size (default: 1000)")
     p.add_argument("--lr", type=bounded(float), help="learning rate (default: the recipe's)")
     p.add_argument("--momentum", type=bounded(float, zero_allowed=True), help="SGD momentum (default: the recipe's, 0.9)")
+    p.add_argument("--weight-decay", type=bounded(float, zero_allowed=True), help="SGD weight decay (default: the recipe's, 0)")
     p.add_argument("--step-size", type=bounded(int), help="StepLR: epochs between decays (default: the recipe's)")
     p.add_argument("--gamma", type=bounded(float), help="StepLR: factor at each decay (default: the recipe's)")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction,
-                   help="random rotation of training images (default: the recipe's: Model 3 only)")
+                   help="random rotation of training images (default: the recipe's: Models 3 and 4)")
+    p.add_argument("--rotation", type=bounded(float), metavar="DEGREES",
+                   help="with --augment, the largest angle of rotation (default: the recipe's, 7)")
     p.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
                    help="auto picks cuda, then mps, then cpu (default: auto)")
@@ -260,7 +264,7 @@ def configuration(args, parameters):
     return {
         "model": args.model, "parameters": parameters, "epochs": args.epochs,
         "batch_size": args.batch_size, "test_batch_size": args.test_batch_size,
-        "optimizer": "SGD", "lr": args.lr, "momentum": args.momentum,
+        "optimizer": "SGD", "lr": args.lr, "momentum": args.momentum, "weight_decay": args.weight_decay,
         "scheduler": "StepLR", "step_size": args.step_size, "gamma": args.gamma,
         "augment": args.augment, "rotation_degrees": args.rotation if args.augment else 0.0,
         "seed": args.seed, "device": str(args.device), "dry_run": args.dry_run,
@@ -308,7 +312,8 @@ def run(args):
     parameters, _ = count_parameters(model)
     print(summary(model))
     print(f"Device: {args.device}")
-    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
+                                weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=args.step_size, gamma=args.gamma)
     metrics = {"config": configuration(args, parameters), "epochs": []}
     history = metrics["epochs"]
