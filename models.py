@@ -114,12 +114,11 @@ class Model4(Net):
     parameters (4,972).
 
     Model 3's skeleton, thinner: the same places for padding, pooling and GAP, so the same
-    receptive field (32 pixels at the output, more than the 28x28 digit), with 8-12 channels
-    where Model 3 has 8-16. Parameters per block, convolution + BatchNorm: 72+16, 720+20,
-    900+20, 1,080+24, 1,080+20, 900+20, and 100 in the last linear layer. A model this small
-    underfits rather than overfits (train accuracy stays below test accuracy), so it has no
-    Dropout; the rotation of its recipe is the only regularizer, and BatchNorm lets it learn
-    at Model 3's rates."""
+    receptive field (32x32 pixels at the last convolution, more than the 28x28 digit), with
+    8-12 channels where Model 3 has 8-16. Parameters per block, convolution + BatchNorm: 72+16,
+    720+20, 900+20, 1,080+24, 1,080+20, 900+20, and 100 in the last linear layer. A model this
+    small has no capacity to spare, so it has no Dropout: the random rotation of its recipe is
+    its regularizer. README, "Model 4's design", says why each choice and what it measured."""
 
     def __init__(self):
         super().__init__()

@@ -354,7 +354,8 @@ class TestTrainCommandLine(unittest.TestCase):
     def test_same_seed_same_numbers(self):
         def numbers(seed):
             path = self.tmp / f"seed{seed}.json"
-            code, _, err = run_main(self.args("--seed", str(seed), "--metrics", str(path)))
+            # --augment: the random rotations, too, must come from the seed
+            code, _, err = run_main(self.args("--seed", str(seed), "--augment", "--metrics", str(path)))
             self.assertEqual(code, 0, err)
             keys = ("train_loss", "train_accuracy", "test_loss", "test_correct", "lr")
             return [[e[k] for k in keys] for e in json.loads(path.read_text())["epochs"]]
@@ -433,6 +434,25 @@ class TestTrainCommandLine(unittest.TestCase):
 
 
 
+class TestEvaluate(unittest.TestCase):
+    def test_evaluate_matches_a_plain_forward_pass_and_leaves_the_model_alone(self):
+        torch.manual_seed(0)
+        model = MODELS[3]()
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, nn.BatchNorm2d):   # statistics away from the defaults
+                    m.running_mean.uniform_(-0.5, 0.5)
+                    m.running_var.uniform_(0.5, 2.0)
+        pixels, labels = torch.rand(300, 1, 28, 28), torch.randint(0, 10, (300,))
+        loss, correct, total = train.evaluate(model, data.test_batches(pixels, labels, 128), 3)
+        with torch.no_grad():
+            output = model.eval()(data.normalize(pixels))
+        self.assertEqual(total, 300)
+        self.assertEqual(correct, (output.argmax(dim=1) == labels).sum().item())
+        self.assertAlmostEqual(loss, torch.nn.functional.nll_loss(output, labels).item(), places=5)
+        self.assertTrue(all(p.is_contiguous() for p in model.parameters()))
+
+
 class TestCommittedResults(unittest.TestCase):
     """The runs under results/ (made by train.py with each model's recipe) and the README's
     tables made from them, so that the README cannot drift from the runs."""
@@ -440,8 +460,9 @@ class TestCommittedResults(unittest.TestCase):
     def setUp(self):
         self.runs = results.load_runs()
 
-    def test_model3_runs_cover_seeds_1_to_5(self):
-        self.assertEqual([run["config"]["seed"] for run in self.runs.get(3, [])], [1, 2, 3, 4, 5])
+    def test_models_3_and_4_cover_seeds_1_to_5_and_models_1_and_2_seeds_1_to_3(self):
+        for model, seeds in ((1, [1, 2, 3]), (2, [1, 2, 3]), (3, [1, 2, 3, 4, 5]), (4, [1, 2, 3, 4, 5])):
+            self.assertEqual([run["config"]["seed"] for run in self.runs.get(model, [])], seeds, model)
 
     def test_runs_are_complete_follow_their_recipe_and_record_the_right_verdict(self):
         for model, runs in self.runs.items():
