@@ -13,11 +13,18 @@ from train import TARGET_ACCURACY, TARGET_EPOCHS, target_met
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def read_run(path):
+    """One metrics file. Files written before --weight-decay existed have none: it was 0."""
+    run = json.loads(path.read_text())
+    run["config"].setdefault("weight_decay", 0.0)
+    return run
+
+
 def load_runs(folder=RESULTS):
     """{model number: [metrics of each run, by seed]} for every results/*.json."""
     runs = {}
     for path in sorted(folder.glob("*.json")):
-        run = json.loads(path.read_text())
+        run = read_run(path)
         runs.setdefault(run["config"]["model"], []).append(run)
     for model_runs in runs.values():
         model_runs.sort(key=lambda run: run["config"]["seed"])
@@ -25,10 +32,10 @@ def load_runs(folder=RESULTS):
 
 
 def recipe(config):
-    decay = config.get("weight_decay", 0.0)  # files from before the flag have none
-    text = (f"SGD lr {config['lr']:g} momentum {config['momentum']:g}"
-            + (f" weight decay {decay:g}" if decay else "") + ", "
-            f"StepLR {config['step_size']}/{config['gamma']:g}, batch {config['batch_size']}")
+    text = f"SGD lr {config['lr']:g} momentum {config['momentum']:g}"
+    if config["weight_decay"]:
+        text += f" weight decay {config['weight_decay']:g}"
+    text += f", StepLR {config['step_size']}/{config['gamma']:g}, batch {config['batch_size']}"
     if config["augment"]:
         text += f", rotation ±{config['rotation_degrees']:g}°"
     return text
@@ -64,19 +71,19 @@ def table(folder=RESULTS):
 def search_table(folder=RESULTS / "recipe-search"):
     """The runs that chose the recipes of Models 3 and 4: one row per file, named after its
     settings (the rotation's sampling, bilinear or nearest, is in the name only)."""
-    lines = [f"| run (results/recipe-search/) | model | batch | lr | weight decay | StepLR step / gamma | rotation | seed "
-             f"| test accuracy %, last {TARGET_EPOCHS} epochs run | target met |",
+    lines = [f"| run (results/recipe-search/) | model | batch | lr | weight decay | StepLR step / gamma "
+             f"| rotation | seed | test accuracy %, last {TARGET_EPOCHS} epochs run | target met |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for path in sorted(folder.glob("*.json")):
-        run = json.loads(path.read_text())
+        run = read_run(path)
         config, tests = run["config"], [epoch["test_accuracy"] for epoch in run["epochs"]]
-        complete = len(tests) == config["epochs"]
         last = ", ".join(f"{t:.2f}" for t in tests[-TARGET_EPOCHS:])
+        epochs = f"epochs {len(tests) - TARGET_EPOCHS}–{len(tests) - 1}"
         rotation = f"±{config['rotation_degrees']:g}°" if config["augment"] else "none"
+        verdict = ("yes" if target_met(tests) else "no") if len(tests) == config["epochs"] else "stopped early"
         lines.append(f"| {path.stem} | {config['model']} | {config['batch_size']} | {config['lr']:g} | "
-                     f"{config.get('weight_decay', 0.0):g} | "
-                     f"{config['step_size']} / {config['gamma']:g} | {rotation} | {config['seed']} | {last} (epochs {len(tests) - TARGET_EPOCHS}–{len(tests) - 1}) | "
-                     f"{('yes' if target_met(tests) else 'no') if complete else 'stopped early'} |")
+                     f"{config['weight_decay']:g} | {config['step_size']} / {config['gamma']:g} | "
+                     f"{rotation} | {config['seed']} | {last} ({epochs}) | {verdict} |")
     return "\n".join(lines)
 
 

@@ -476,7 +476,7 @@ class TestCommittedResults(unittest.TestCase):
                     recipe = train.RECIPES[model]
                     for key in ("batch_size", "lr", "momentum", "step_size", "gamma", "augment"):
                         self.assertEqual(config[key], recipe[key], key)
-                    self.assertEqual(config.get("weight_decay", 0.0), recipe["weight_decay"])  # older files: none
+                    self.assertEqual(config["weight_decay"], recipe["weight_decay"])
                     self.assertEqual(config["rotation_degrees"], recipe["rotation"] if recipe["augment"] else 0.0)
                     tests = [epoch["test_accuracy"] for epoch in run["epochs"]]
                     self.assertEqual(run["result"]["target_met"], train.target_met(tests))
