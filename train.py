@@ -66,7 +66,7 @@ def build_parser():
     p.add_argument("--model", type=int, choices=sorted(MODELS), default=3, help="which model (default: 3)")
     p.add_argument("--epochs", type=bounded(int), default=15, help="epochs to train (default: 15)")
     p.add_argument("--batch-size", type=bounded(int), help="training batch size (default: the recipe's, 32)")
-    p.add_argument("--test-batch-size", type=bounded(int), default=500, help="test batch size (default: 500)")
+    p.add_argument("--test-batch-size", type=bounded(int), default=250, help="test batch size (default: 250)")
     p.add_argument("--lr", type=bounded(float), help="learning rate (default: the recipe's)")
     p.add_argument("--momentum", type=bounded(float, zero_allowed=True), help="SGD momentum (default: the recipe's, 0.9)")
     p.add_argument("--weight-decay", type=bounded(float, zero_allowed=True), help="SGD weight decay (default: the recipe's: 0, 5e-4 for Models 3 and 4)")
