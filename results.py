@@ -6,6 +6,8 @@ A unit test checks that the README holds exactly this table, so the README canno
 the committed runs.
 """
 import json
+import re
+import statistics
 from pathlib import Path
 
 from train import TARGET_ACCURACY, TARGET_EPOCHS, target_met
@@ -87,7 +89,34 @@ def search_table(folder=RESULTS / "recipe-search"):
     return "\n".join(lines)
 
 
+def recipe_summary(folders=(RESULTS, RESULTS / "recipe-search", RESULTS / "more-seeds"), fewest=3):
+    """Every recipe run to the end on at least `fewest` seeds, best level first within a model:
+    how often it met the target, and where it ends. A seed's level is the mean of its last
+    TARGET_EPOCHS test accuracies; the spread is their standard deviation over seeds."""
+    groups = {}
+    for folder in folders:
+        for path in sorted(folder.glob("*.json")):
+            run = read_run(path)
+            tests = [epoch["test_accuracy"] for epoch in run["epochs"]]
+            if len(tests) == run["config"]["epochs"]:
+                name = folder.name + "/" + re.sub(r"[-_]seed\d+$", "", path.stem)
+                groups.setdefault((run["config"]["model"], name), []).append(tests)
+    rows = []
+    for (model, name), runs in groups.items():
+        if len(runs) >= fewest:
+            levels = [statistics.mean(t[-TARGET_EPOCHS:]) for t in runs]
+            rows.append((model, -statistics.mean(levels), f"| `{name}` | {model} | {len(runs)} | "
+                         f"{sum(target_met(t) for t in runs)}/{len(runs)} | {statistics.mean(levels):.2f} | "
+                         f"{statistics.stdev(levels):.2f} | {min(min(t[-TARGET_EPOCHS:]) for t in runs):.2f} |"))
+    lines = [f"| runs (seed files) | model | seeds | target met | level %, mean over seeds "
+             f"| spread over seeds | lowest of last {TARGET_EPOCHS} % |",
+             "|---|---|---|---|---|---|---|"]
+    return "\n".join(lines + [line for *_, line in sorted(rows)])
+
+
 if __name__ == "__main__":
     print(table())
     print()
     print(search_table())
+    print()
+    print(recipe_summary())

@@ -453,6 +453,24 @@ class TestEvaluate(unittest.TestCase):
         self.assertTrue(all(p.is_contiguous() for p in model.parameters()))
 
 
+class TestRecipeSummary(unittest.TestCase):
+    def test_groups_the_seeds_of_a_recipe_and_skips_unfinished_runs(self):
+        def run(seed, tests, epochs=4):
+            return {"config": {"model": 3, "seed": seed, "epochs": epochs},
+                    "epochs": [{"test_accuracy": t} for t in tests]}
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp) / "trials"
+            folder.mkdir()
+            for name, metrics in (("a_seed1", run(1, [99.0, 99.4, 99.5, 99.6])),
+                                  ("a_seed2", run(2, [99.0, 99.3, 99.4, 99.5])),
+                                  ("a_seed3", run(3, [99.0, 99.5, 99.5], epochs=4)),  # stopped early
+                                  ("b_seed1", run(1, [99.0, 99.5, 99.5, 99.5]))):
+                (folder / f"{name}.json").write_text(json.dumps(metrics))
+            lines = results.recipe_summary([folder], fewest=2).splitlines()
+        self.assertEqual(len(lines), 3)   # header, rule, recipe a; b has one seed
+        self.assertEqual(lines[2], "| `trials/a` | 3 | 2 | 1/2 | 99.45 | 0.07 | 99.30 |")
+
+
 class TestCommittedResults(unittest.TestCase):
     """The runs under results/ (made by train.py with each model's recipe) and the README's
     tables made from them, so that the README cannot drift from the runs."""
@@ -485,3 +503,4 @@ class TestCommittedResults(unittest.TestCase):
         readme = (HERE / "README.md").read_text()
         self.assertIn(results.table(), readme)
         self.assertIn(results.search_table(), readme)
+        self.assertIn(results.recipe_summary(), readme)
