@@ -1,8 +1,10 @@
-"""The README's results table, made from the metrics files that train.py wrote under results/.
+"""The README's tables of results, made from the metrics files that train.py wrote under results/:
+the chosen recipes (results/), the recipe search (results/recipe-search/) and how each recipe
+did over seeds.
 
-    python results.py            # prints the table; paste it into the README
+    python results.py            # prints the three tables; paste them into the README
 
-A unit test checks that the README holds exactly this table, so the README cannot drift from
+A unit test checks that the README holds exactly these tables, so the README cannot drift from
 the committed runs.
 """
 import json
