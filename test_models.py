@@ -483,7 +483,8 @@ class TestCommittedResults(unittest.TestCase):
             self.assertEqual([run["config"]["seed"] for run in self.runs.get(model, [])], seeds, model)
 
     def test_runs_are_complete_follow_their_recipe_and_record_the_right_verdict(self):
-        for model, runs in self.runs.items():
+        more_seeds = results.load_runs(results.RESULTS / "more-seeds")
+        for model, runs in list(self.runs.items()) + list(more_seeds.items()):
             for run in runs:
                 config = run["config"]
                 with self.subTest(model=model, seed=config["seed"]):
