@@ -24,6 +24,10 @@ def read_run(path):
     return run
 
 
+def test_accuracies(run):
+    return [epoch["test_accuracy"] for epoch in run["epochs"]]
+
+
 def load_runs(folder=RESULTS):
     """{model number: [metrics of each run, by seed]} for every results/*.json."""
     runs = {}
@@ -52,7 +56,7 @@ def seeds(runs):
 
 
 def row(model, runs):
-    tests = [[epoch["test_accuracy"] for epoch in run["epochs"]] for run in runs]
+    tests = [test_accuracies(run) for run in runs]
     best = [max(t) for t in tests]
     lowest_last = min(min(t[-TARGET_EPOCHS:]) for t in tests)
     met = sum(target_met(t) for t in tests)
@@ -80,7 +84,7 @@ def search_table(folder=RESULTS / "recipe-search"):
              "|---|---|---|---|---|---|---|---|---|---|"]
     for path in sorted(folder.glob("*.json")):
         run = read_run(path)
-        config, tests = run["config"], [epoch["test_accuracy"] for epoch in run["epochs"]]
+        config, tests = run["config"], test_accuracies(run)
         last = ", ".join(f"{t:.2f}" for t in tests[-TARGET_EPOCHS:])
         epochs = f"epochs {len(tests) - TARGET_EPOCHS}–{len(tests) - 1}"
         rotation = f"±{config['rotation_degrees']:g}°" if config["augment"] else "none"
@@ -99,21 +103,24 @@ def recipe_summary(folders=(RESULTS, RESULTS / "recipe-search", RESULTS / "more-
     for folder in folders:
         for path in sorted(folder.glob("*.json")):
             run = read_run(path)
-            tests = [epoch["test_accuracy"] for epoch in run["epochs"]]
-            if len(tests) == run["config"]["epochs"]:
-                name = folder.name + "/" + re.sub(r"[-_]seed\d+$", "", path.stem)
-                groups.setdefault((run["config"]["model"], name), []).append(tests)
+            tests = test_accuracies(run)
+            if len(tests) == run["config"]["epochs"]:   # runs stopped early are left out
+                recipe = folder.name + "/" + re.sub(r"[-_]seed\d+$", "", path.stem)
+                groups.setdefault((run["config"]["model"], recipe), []).append(tests)
     rows = []
-    for (model, name), runs in groups.items():
-        if len(runs) >= fewest:
-            levels = [statistics.mean(t[-TARGET_EPOCHS:]) for t in runs]
-            rows.append((model, -statistics.mean(levels), f"| `{name}` | {model} | {len(runs)} | "
-                         f"{sum(target_met(t) for t in runs)}/{len(runs)} | {statistics.mean(levels):.2f} | "
-                         f"{statistics.stdev(levels):.2f} | {min(min(t[-TARGET_EPOCHS:]) for t in runs):.2f} |"))
+    for (model, recipe), runs in groups.items():
+        if len(runs) < fewest:
+            continue
+        levels = [statistics.mean(t[-TARGET_EPOCHS:]) for t in runs]
+        level, spread = statistics.mean(levels), statistics.stdev(levels)
+        met = sum(target_met(t) for t in runs)
+        lowest = min(min(t[-TARGET_EPOCHS:]) for t in runs)
+        rows.append((model, -level, f"| `{recipe}` | {model} | {len(runs)} | {met}/{len(runs)} | "
+                                    f"{level:.2f} | {spread:.2f} | {lowest:.2f} |"))
     lines = [f"| runs (seed files) | model | seeds | target met | level %, mean over seeds "
              f"| spread over seeds | lowest of last {TARGET_EPOCHS} % |",
              "|---|---|---|---|---|---|---|"]
-    return "\n".join(lines + [line for *_, line in sorted(rows)])
+    return "\n".join(lines + [line for _, _, line in sorted(rows)])
 
 
 if __name__ == "__main__":
