@@ -1,6 +1,6 @@
 """The README's tables of results, made from the metrics files that train.py wrote under results/:
 the chosen recipes (results/), the recipe search (results/recipe-search/) and how each recipe
-did over seeds.
+did over seeds (these folders, results/more-seeds/ and results/gpu-h200/, runs on a lent GPU).
 
     python results.py            # prints the three tables; paste them into the README
 
@@ -95,7 +95,10 @@ def search_table(folder=RESULTS / "recipe-search"):
     return "\n".join(lines)
 
 
-def recipe_summary(folders=(RESULTS, RESULTS / "recipe-search", RESULTS / "more-seeds"), fewest=3):
+SUMMARY_FOLDERS = (RESULTS, RESULTS / "recipe-search", RESULTS / "more-seeds", RESULTS / "gpu-h200")
+
+
+def recipe_summary(folders=SUMMARY_FOLDERS, fewest=3):
     """Every recipe run to the end on at least `fewest` seeds, best level first within a model:
     how often it met the target, and where it ends. A seed's level is the mean of its last
     TARGET_EPOCHS test accuracies; the spread is their standard deviation over seeds."""

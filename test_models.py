@@ -500,6 +500,18 @@ class TestCommittedResults(unittest.TestCase):
                     tests = [epoch["test_accuracy"] for epoch in run["epochs"]]
                     self.assertEqual(run["result"]["target_met"], train.target_met(tests))
 
+    def test_gpu_runs_are_complete_model_4_runs_on_cuda_with_the_right_verdict(self):
+        gpu_runs = results.load_runs(results.RESULTS / "gpu-h200")
+        self.assertEqual(list(gpu_runs), [4])
+        for run in gpu_runs[4]:
+            config = run["config"]
+            with self.subTest(seed=config["seed"], rotation=config["rotation_degrees"]):
+                self.assertEqual(config["device"], "cuda")
+                self.assertEqual(config["parameters"], count_parameters(MODELS[4]())[0])
+                self.assertFalse(config["dry_run"])
+                self.assertEqual(len(run["epochs"]), config["epochs"])
+                self.assertEqual(run["result"]["target_met"], train.target_met(results.test_accuracies(run)))
+
     def test_readme_tables_are_made_from_the_results(self):
         readme = (HERE / "README.md").read_text()
         self.assertIn(results.table(), readme)
