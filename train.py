@@ -25,7 +25,9 @@ from models import MODELS, count_parameters, summary
 # (gamma 1.0 leaves it unchanged). The recipes of Models 3 and 4 come from full 15-epoch runs
 # (README, "Recipes"; the runs are in results/recipe-search/): lr 0.02 cut tenfold after epochs
 # 6 and 12, with weight decay 5e-4. Model 3 already has Dropout in every block and does better
-# without rotation; Model 4 has no Dropout and keeps the rotation as its regularizer.
+# without rotation; Model 4 has no Dropout and keeps the rotation as its regularizer, up to 10
+# degrees (its worst seed did better than with the notebook's 7). With --augment, Models 1-3
+# rotate by up to the notebook's 7 degrees.
 RECIPES = {
     1: dict(batch_size=32, lr=0.01, momentum=0.9, weight_decay=0.0, step_size=15, gamma=1.0,
             augment=False, rotation=7.0),
@@ -34,7 +36,7 @@ RECIPES = {
     3: dict(batch_size=32, lr=0.02, momentum=0.9, weight_decay=5e-4, step_size=6, gamma=0.1,
             augment=False, rotation=7.0),
     4: dict(batch_size=32, lr=0.02, momentum=0.9, weight_decay=5e-4, step_size=6, gamma=0.1,
-            augment=True, rotation=7.0),
+            augment=True, rotation=10.0),
 }
 TARGET_ACCURACY = 99.40   # percent of the test set, in each of the last TARGET_EPOCHS epochs
 TARGET_EPOCHS = 3
@@ -75,7 +77,7 @@ def build_parser():
     p.add_argument("--augment", action=argparse.BooleanOptionalAction,
                    help="random rotation of training images (default: the recipe's: Model 4 only)")
     p.add_argument("--rotation", type=bounded(float), metavar="DEGREES",
-                   help="with --augment, the largest angle of rotation (default: the recipe's, 7)")
+                   help="with --augment, the largest angle of rotation (default: the recipe's, 10 for Model 4, else 7)")
     p.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
                    help="auto picks cuda, then mps, then cpu (default: auto)")
