@@ -482,23 +482,26 @@ class TestCommittedResults(unittest.TestCase):
         for model, seeds in ((1, [1, 2, 3]), (2, [1, 2, 3]), (3, [1, 2, 3, 4, 5]), (4, [1, 2, 3, 4, 5])):
             self.assertEqual([run["config"]["seed"] for run in self.runs.get(model, [])], seeds, model)
 
+    def assert_complete_with_the_right_verdict(self, run, model):
+        config = run["config"]
+        self.assertEqual(config["parameters"], count_parameters(MODELS[model]())[0])
+        self.assertFalse(config["dry_run"])
+        self.assertNotIn("interrupted", run)
+        self.assertEqual(len(run["epochs"]), config["epochs"])
+        self.assertEqual(run["result"]["target_met"], train.target_met(results.test_accuracies(run)))
+
     def test_runs_are_complete_follow_their_recipe_and_record_the_right_verdict(self):
         more_seeds = results.load_runs(results.RESULTS / "more-seeds")
         for model, runs in list(self.runs.items()) + list(more_seeds.items()):
             for run in runs:
                 config = run["config"]
                 with self.subTest(model=model, seed=config["seed"]):
-                    self.assertEqual(config["parameters"], count_parameters(MODELS[model]())[0])
-                    self.assertFalse(config["dry_run"])
-                    self.assertNotIn("interrupted", run)
-                    self.assertEqual(len(run["epochs"]), config["epochs"])
+                    self.assert_complete_with_the_right_verdict(run, model)
                     recipe = train.RECIPES[model]
                     for key in ("batch_size", "lr", "momentum", "step_size", "gamma", "augment"):
                         self.assertEqual(config[key], recipe[key], key)
                     self.assertEqual(config["weight_decay"], recipe["weight_decay"])
                     self.assertEqual(config["rotation_degrees"], recipe["rotation"] if recipe["augment"] else 0.0)
-                    tests = [epoch["test_accuracy"] for epoch in run["epochs"]]
-                    self.assertEqual(run["result"]["target_met"], train.target_met(tests))
 
     def test_gpu_runs_are_complete_model_4_runs_on_cuda_with_the_right_verdict(self):
         gpu_runs = results.load_runs(results.RESULTS / "gpu-h200")
@@ -507,10 +510,7 @@ class TestCommittedResults(unittest.TestCase):
             config = run["config"]
             with self.subTest(seed=config["seed"], rotation=config["rotation_degrees"]):
                 self.assertEqual(config["device"], "cuda")
-                self.assertEqual(config["parameters"], count_parameters(MODELS[4]())[0])
-                self.assertFalse(config["dry_run"])
-                self.assertEqual(len(run["epochs"]), config["epochs"])
-                self.assertEqual(run["result"]["target_met"], train.target_met(results.test_accuracies(run)))
+                self.assert_complete_with_the_right_verdict(run, 4)
 
     def test_readme_tables_are_made_from_the_results(self):
         readme = (HERE / "README.md").read_text()
