@@ -2,7 +2,7 @@
 
 Models 1-3 are the three steps of ../shared/reference/seed-models.md, layer for layer: run
 `python models.py` to print their tables, which match the write-up byte for byte. Model 4 is our
-own fourth step: the same target with at most 5,000 parameters.
+own fourth step: the same target with at most 6,000 parameters.
 """
 import torch
 import torch.nn as nn
@@ -110,26 +110,26 @@ class Model3(Net):
 
 
 class Model4(Net):
-    """Target: 99.4% test accuracy in each of the last 3 of 15 epochs with at most 5,000
-    parameters (4,972).
+    """Target: 99.4% test accuracy in each of the last 3 of 15 epochs, on every seed, with at most
+    6,000 parameters (5,772).
 
-    Model 3's skeleton, thinner: the same places for padding, pooling and GAP, so the same
+    Model 3's skeleton without Dropout: the same places for padding, pooling and GAP, so the same
     receptive field (32x32 pixels at the last convolution, more than the 28x28 digit), with
     8-12 channels where Model 3 has 8-16. Parameters per block, convolution + BatchNorm: 72+16,
-    720+20, 900+20, 1,080+24, 1,080+20, 900+20, and 100 in the last linear layer. A model this
+    720+20, 1,080+24, 1,296+24, 1,296+24, 1,080+20, and 100 in the last linear layer. A model this
     small has no capacity to spare, so it has no Dropout: the random rotation of its recipe is
-    its regularizer. README, "Model 4's design", says why each choice and what it measured."""
+    its regularizer."""
 
     def __init__(self):
         super().__init__()
         self.convblock1 = conv_relu_bn(1, 8, padding=1)     # 28x28, receptive field 3
         self.convblock2 = conv_relu_bn(8, 10, padding=1)    # 28x28, RF 5
         self.pool1 = nn.MaxPool2d(2, 2)                     # 14x14, RF 6
-        self.convblock3 = conv_relu_bn(10, 10, padding=1)   # 14x14, RF 10
-        self.convblock4 = conv_relu_bn(10, 12, padding=0)   # 12x12, RF 14
+        self.convblock3 = conv_relu_bn(10, 12, padding=1)   # 14x14, RF 10
+        self.convblock4 = conv_relu_bn(12, 12, padding=0)   # 12x12, RF 14
         self.pool2 = nn.MaxPool2d(2, 2)                     # 6x6,   RF 16
-        self.convblock5 = conv_relu_bn(12, 10, padding=0)   # 4x4,   RF 24
-        self.convblock6 = conv_relu_bn(10, 10, padding=0)   # 2x2,   RF 32
+        self.convblock5 = conv_relu_bn(12, 12, padding=0)   # 4x4,   RF 24
+        self.convblock6 = conv_relu_bn(12, 10, padding=0)   # 2x2,   RF 32
         self.gap = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(10, 10, bias=False)
 
@@ -188,20 +188,25 @@ def _trace_leaf_calls(model, input_size):
     return rows
 
 
+def forward_backward_bytes(model, input_size=(1, 28, 28)):
+    """Bytes that one image's activations and their gradients take in a training step, at 4 bytes
+    a number: the summary's "Forward/backward pass size", which train.py multiplies by the batch
+    size to refuse a batch that cannot fit in memory."""
+    return 2 * 4 * sum(numel for _, _, numel, _ in _trace_leaf_calls(model, input_size))
+
+
 def summary(model, input_size=(1, 28, 28)):
     """The model's table in torchsummary's format, as a string: one row per call of a leaf module
     (named ClassName-k in the order the calls run), then the parameter totals and the memory
     estimate at 4 bytes a number. Totals count each parameter once, however often it is used."""
     rule, double_rule = "-" * 64, "=" * 64
     lines = [rule, "{:>20}  {:>25} {:>15}".format("Layer (type)", "Output Shape", "Param #"), double_rule]
-    activations = 0
-    for k, (name, shape, numel, own) in enumerate(_trace_leaf_calls(model, input_size), start=1):
+    for k, (name, shape, _, own) in enumerate(_trace_leaf_calls(model, input_size), start=1):
         lines.append("{:>20}  {:>25} {:>15}".format(f"{name}-{k}", str(shape), f"{own:,}"))
-        activations += numel
     total, trainable = count_parameters(model)
     megabytes = 4 / 1024 ** 2
     input_mb = torch.Size(input_size).numel() * megabytes
-    activations_mb = 2 * activations * megabytes  # x2: the gradients of the outputs
+    activations_mb = forward_backward_bytes(model, input_size) / 1024 ** 2
     params_mb = total * megabytes
     lines += [
         double_rule,

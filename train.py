@@ -14,33 +14,34 @@ import tempfile
 import time
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
 import data
-from models import MODELS, count_parameters, summary
+from models import MODELS, count_parameters, forward_backward_bytes, summary
 
 # Each model's recipe: the defaults that tell its step of the story. Every flag overrides them.
 # Models 1 and 2 train as the write-up first trained them: no augmentation and a constant rate
 # (gamma 1.0 leaves it unchanged). The recipes of Models 3 and 4 come from full 15-epoch runs
-# (README, "Recipes"; the runs are in results/recipe-search/): lr 0.02 cut tenfold after epochs
-# 6 and 12, with weight decay 5e-4. Model 3 already has Dropout in every block and does better
-# without rotation; Model 4 has no Dropout and keeps the rotation as its regularizer, up to 10
-# degrees (its worst seed did better than with the notebook's 7). With --augment, Models 1-3
-# rotate by up to the notebook's 7 degrees.
+# (results/README.md): lr 0.02 cut tenfold after epochs 6 and 12, with weight decay 5e-4.
+# Models 2 and 3 have Dropout in every block, so they test with BatchNorm statistics recomputed
+# without it (recompute_batchnorm_statistics). Model 4 has no Dropout and keeps the rotation as
+# its regularizer, up to 10 degrees. With --augment, Models 1-3 rotate by up to the write-up's 7.
 RECIPES = {
     1: dict(batch_size=32, lr=0.01, momentum=0.9, weight_decay=0.0, step_size=15, gamma=1.0,
-            augment=False, rotation=7.0),
+            augment=False, rotation=7.0, recompute_bn=False),
     2: dict(batch_size=32, lr=0.01, momentum=0.9, weight_decay=0.0, step_size=15, gamma=1.0,
-            augment=False, rotation=7.0),
+            augment=False, rotation=7.0, recompute_bn=True),
     3: dict(batch_size=32, lr=0.02, momentum=0.9, weight_decay=5e-4, step_size=6, gamma=0.1,
-            augment=False, rotation=7.0),
+            augment=False, rotation=7.0, recompute_bn=True),
     4: dict(batch_size=32, lr=0.02, momentum=0.9, weight_decay=5e-4, step_size=6, gamma=0.1,
-            augment=True, rotation=10.0),
+            augment=True, rotation=10.0, recompute_bn=False),
 }
 TARGET_ACCURACY = 99.40   # percent of the test set, in each of the last TARGET_EPOCHS epochs
 TARGET_EPOCHS = 3
 CHECK_EVERY = 25          # steps between reads of the running loss (a host sync on a GPU)
+RECOMPUTE_IMAGES = 10000  # the first training images, over which BatchNorm statistics are recomputed
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -50,15 +51,22 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def bounded(kind, zero_allowed=False):
-    """An argparse type: a number of `kind` above 0 (or at least 0), else a one-line error."""
+def bounded(kind, low=0, high=None, low_allowed=False, high_allowed=False):
+    """An argparse type: a number of `kind` between low and high (each end excluded unless
+    allowed; high None: no upper end), else a one-line error that names the range."""
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
-        if not (value >= 0 if zero_allowed else value > 0):
-            raise argparse.ArgumentTypeError(f"must be {'0 or more' if zero_allowed else 'greater than 0'}, got {text}")
+        above = value >= low if low_allowed else value > low
+        below = high is None or (value <= high if high_allowed else value < high)
+        if not (above and below):
+            if high is None:
+                wanted = f"{low} or more" if low_allowed else f"greater than {low}"
+            else:
+                wanted = f"in {'[' if low_allowed else '('}{low}, {high}{']' if high_allowed else ')'}"
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
         return value
     return parse
 
@@ -67,17 +75,25 @@ def build_parser():
     p = ArgumentParser(description="Train a tiny CNN on MNIST (SGD + StepLR).")
     p.add_argument("--model", type=int, choices=sorted(MODELS), default=3, help="which model (default: 3)")
     p.add_argument("--epochs", type=bounded(int), default=15, help="epochs to train (default: 15)")
-    p.add_argument("--batch-size", type=bounded(int), help="training batch size (default: the recipe's, 32)")
-    p.add_argument("--test-batch-size", type=bounded(int), default=250, help="test batch size (default: 250)")
+    p.add_argument("--batch-size", type=bounded(int),
+                   help="training batch size, at most the training images (default: the recipe's, 32)")
+    p.add_argument("--test-batch-size", type=bounded(int), default=250,
+                   help="test batch size, at most the test images (default: 250)")
     p.add_argument("--lr", type=bounded(float), help="learning rate (default: the recipe's)")
-    p.add_argument("--momentum", type=bounded(float, zero_allowed=True), help="SGD momentum (default: the recipe's, 0.9)")
-    p.add_argument("--weight-decay", type=bounded(float, zero_allowed=True), help="SGD weight decay (default: the recipe's: 0, 5e-4 for Models 3 and 4)")
+    p.add_argument("--momentum", type=bounded(float, 0, 1, low_allowed=True),
+                   help="SGD momentum, in [0, 1) (default: the recipe's, 0.9)")
+    p.add_argument("--weight-decay", type=bounded(float, low_allowed=True), help="SGD weight decay (default: the recipe's: 0, 5e-4 for Models 3 and 4)")
     p.add_argument("--step-size", type=bounded(int), help="StepLR: epochs between decays (default: the recipe's)")
     p.add_argument("--gamma", type=bounded(float), help="StepLR: factor at each decay (default: the recipe's)")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction,
                    help="random rotation of training images (default: the recipe's: Model 4 only)")
-    p.add_argument("--rotation", type=bounded(float), metavar="DEGREES",
-                   help="with --augment, the largest angle of rotation (default: the recipe's, 10 for Model 4, else 7)")
+    p.add_argument("--rotation", type=bounded(float, 0, 180, high_allowed=True), metavar="DEGREES",
+                   help="with --augment, the largest angle of rotation, in (0, 180] (default: the recipe's, "
+                        "10 for Model 4, else 7)")
+    p.add_argument("--recompute-bn", action=argparse.BooleanOptionalAction,
+                   help="test with BatchNorm statistics recomputed over training images with Dropout off, "
+                        "and report the statistics as trained beside them; --no-recompute-bn tests as "
+                        "the write-up did (default: the recipe's: Models 2 and 3)")
     p.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
                    help="auto picks cuda, then mps, then cpu (default: auto)")
@@ -249,13 +265,43 @@ def evaluate(model, batches, steps):
     return loss_sum / total, correct, total
 
 
+def recompute_batchnorm_statistics(model, batches):
+    """A copy of the model whose BatchNorm layers hold statistics measured afresh over `batches`
+    of training images with Dropout off, for testing; the model itself is left as it was.
+
+    In training, each block's Dropout zeroes a tenth of the activations and scales the rest by
+    1/0.9, and the next BatchNorm gathers its running mean and variance from those. At test time
+    Dropout is off, the activations vary less, and BatchNorm divides by a variance they no longer
+    have: the "variance shift" of Li, Chen, Hu and Yang (CVPR 2019). A cumulative average
+    (momentum None) over the batches gives each BatchNorm the statistics that test time will see.
+    Training never reads the running statistics (it normalizes with each batch's own), so this
+    changes the test and nothing else."""
+    fresh = copy.deepcopy(model)
+    norms = [m for m in fresh.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    fresh.eval()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    with torch.no_grad():
+        for images, _ in batches:
+            fresh(images)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    for copied, original in zip(fresh.modules(), model.modules()):
+        copied.training = original.training
+    return fresh
+
+
 def target_met(test_accuracies):
     last = test_accuracies[-TARGET_EPOCHS:]
     return len(last) == TARGET_EPOCHS and all(a >= TARGET_ACCURACY for a in last)
 
 
 def report(history, parameters):
-    """The end-of-run lines, and the verdict as a dict for the metrics file."""
+    """The end-of-run lines, and the verdict as a dict for the metrics file. Where the run also
+    tested BatchNorm's statistics as trained, their verdict is there too."""
     tests = [e["test_accuracy"] for e in history]
     verdict = {
         "best_train_accuracy": max((e["train_accuracy"] for e in history), default=None),
@@ -264,13 +310,21 @@ def report(history, parameters):
         "target": f">= {TARGET_ACCURACY:.2f}% test accuracy in each of the last {TARGET_EPOCHS} epochs",
         "target_met": target_met(tests),
     }
+    as_trained = [e["test_accuracy_trained_statistics"] for e in history if "test_accuracy_trained_statistics" in e]
+    if as_trained:
+        verdict["last_test_accuracies_trained_statistics"] = as_trained[-TARGET_EPOCHS:]
+        verdict["target_met_trained_statistics"] = target_met(as_trained)
     print()
     if history:
         print(f"Best train accuracy: {verdict['best_train_accuracy']:.2f}%")
         print(f"Best test accuracy: {verdict['best_test_accuracy']:.2f}%")
     print(f"Total parameters: {parameters:,}")
     print("Last 3 test accuracies: " + ", ".join(f"{a:.2f}%" for a in verdict["last_test_accuracies"]))
+    if as_trained:
+        print("  with BatchNorm statistics as trained: " + ", ".join(f"{a:.2f}%" for a in as_trained[-TARGET_EPOCHS:]))
     print(f"Target ({verdict['target']}): {'met' if verdict['target_met'] else 'not met'}")
+    if as_trained:
+        print(f"  with BatchNorm statistics as trained: {'met' if verdict['target_met_trained_statistics'] else 'not met'}")
     return verdict
 
 
@@ -281,14 +335,21 @@ def configuration(args, parameters):
         "optimizer": "SGD", "lr": args.lr, "momentum": args.momentum, "weight_decay": args.weight_decay,
         "scheduler": "StepLR", "step_size": args.step_size, "gamma": args.gamma,
         "augment": args.augment, "rotation_degrees": args.rotation if args.augment else 0.0,
+        "recompute_bn": args.recompute_bn, "recompute_images": RECOMPUTE_IMAGES if args.recompute_bn else 0,
         "seed": args.seed, "device": str(args.device), "dry_run": args.dry_run,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__, "torchvision": torchvision.__version__,
     }
 
 
+def test_line(label, loss, correct, total):
+    return f"{label}: Average loss: {loss:.4f}, Accuracy: {correct}/{total} ({100 * correct / total:.2f}%)"
+
+
 def run_epoch(epoch, model, optimizer, train_split, test_split, generator, args):
-    """Train one epoch, test, print the epoch's lines and return its record for the metrics."""
+    """Train one epoch, test, print the epoch's lines; return its record for the metrics and the
+    model as tested. With args.recompute_bn that is a copy with recomputed BatchNorm statistics,
+    and the statistics as trained are tested too, for comparison; else it is the model itself."""
     print(f"\nEPOCH: {epoch}")
     lr = optimizer.param_groups[0]["lr"]
     train_steps = 1 if args.dry_run else math.ceil(len(train_split[1]) / args.batch_size)
@@ -298,31 +359,96 @@ def run_epoch(epoch, model, optimizer, train_split, test_split, generator, args)
     batches = data.train_batches(*train_split, args.batch_size, generator, rotation)
     train_loss, train_accuracy = train_epoch(model, batches, train_steps, optimizer)
     train_seconds = time.perf_counter() - start
-    test_loss, correct, total = evaluate(model, data.test_batches(*test_split, args.test_batch_size), test_steps)
+    test = lambda m: evaluate(m, data.test_batches(*test_split, args.test_batch_size), test_steps)
+    tested = model
+    test_loss, correct, total = test(model)
+    record = {}
+    if args.recompute_bn:
+        record = {"test_loss_trained_statistics": test_loss, "test_correct_trained_statistics": correct,
+                  "test_accuracy_trained_statistics": 100 * correct / total}
+        recompute_start = time.perf_counter()
+        images = RECOMPUTE_IMAGES if not args.dry_run else args.test_batch_size
+        pixels, labels = (t[:images] for t in train_split)
+        tested = recompute_batchnorm_statistics(model, data.test_batches(pixels, labels, args.test_batch_size))
+        record["recompute_seconds"] = time.perf_counter() - recompute_start
+        test_loss, correct, total = test(tested)
     test_seconds = time.perf_counter() - start - train_seconds
     images_per_second = min(train_steps * args.batch_size, len(train_split[1])) / train_seconds
-    print(f"\nTest set: Average loss: {test_loss:.4f}, Accuracy: {correct}/{total} "
-          f"({100 * correct / total:.2f}%)")
+    print()
+    print(test_line("Test set", test_loss, correct, total))
+    if args.recompute_bn:
+        print(test_line("Test set, BatchNorm statistics as trained", record["test_loss_trained_statistics"],
+                        record["test_correct_trained_statistics"], total))
+    recomputing = f", {record['recompute_seconds']:.2f} s of it recomputing BatchNorm statistics" if record else ""
     print(f"Epoch time: {train_seconds + test_seconds:.1f} s (train {train_seconds:.1f} s, "
-          f"{images_per_second:,.0f} images/s; test {test_seconds:.2f} s)")
+          f"{images_per_second:,.0f} images/s; test {test_seconds:.2f} s{recomputing})")
     return {
         "epoch": epoch, "lr": lr,
         "train_loss": train_loss, "train_accuracy": train_accuracy,
         "test_loss": test_loss, "test_correct": correct, "test_total": total,
-        "test_accuracy": 100 * correct / total,
+        "test_accuracy": 100 * correct / total, **record,
         "seconds": train_seconds + test_seconds, "train_seconds": train_seconds,
         "test_seconds": test_seconds, "train_images_per_second": images_per_second,
-    }
+    }, tested
+
+
+class BadArgument(Exception):
+    """A flag's value that only the loaded data shows to be wrong; the message names the flag."""
+
+
+class TooLarge(Exception):
+    """A training step that would not fit in the device's memory; the message is one line."""
+
+
+def available_memory(device):
+    """Bytes this run can still take on the device, or None where that is not known: the GPU's
+    free memory, or the machine's available memory (Linux's MemAvailable) on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return None
+
+
+def check_batch_sizes(args, train_split, test_split):
+    for flag, size, split, name in (("--batch-size", args.batch_size, train_split, "training"),
+                                    ("--test-batch-size", args.test_batch_size, test_split, "test")):
+        if size > len(split[1]):
+            raise BadArgument(f"argument {flag}: {size:,} is more than the {len(split[1]):,} {name} images")
+
+
+def check_memory(model, args, data_bytes, available):
+    """Refuse, before the first step, a batch whose training step cannot fit: the activations and
+    their gradients for the batch (the summary's per-image figure times the batch size), the data
+    set, and the parameters with their gradients and momentum, against what the device had free."""
+    if available is None:
+        return
+    parameter_bytes = 3 * 4 * count_parameters(model)[0]
+    needed = forward_backward_bytes(model) * args.batch_size + data_bytes + parameter_bytes
+    if needed > available:
+        gib = 1024 ** 3
+        raise TooLarge(f"a training step at --batch-size {args.batch_size:,} needs about {needed / gib:.1f} GiB "
+                       f"(activations, data and parameters) but {args.device} has {available / gib:.1f} GiB "
+                       f"available; use a smaller --batch-size")
 
 
 def run(args):
     """Train as args say; the exit status: 0 done, 1 diverged, 130 interrupted by Ctrl-C."""
     torch.manual_seed(args.seed)
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
+    available = available_memory(args.device)
     train_split = data.load_split(args.data_dir, train=True, device=args.device)
     test_split = data.load_split(args.data_dir, train=False, device=args.device)
+    check_batch_sizes(args, train_split, test_split)
 
     model = MODELS[args.model]().to(args.device)
+    check_memory(model, args, sum(t.nbytes for t in (*train_split, *test_split)), available)
     parameters, _ = count_parameters(model)
     print(summary(model))
     print(f"Device: {args.device}")
@@ -331,9 +457,11 @@ def run(args):
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=args.step_size, gamma=args.gamma)
     metrics = {"config": configuration(args, parameters), "epochs": []}
     history = metrics["epochs"]
+    tested = model
     try:
         for epoch in range(args.epochs):
-            history.append(run_epoch(epoch, model, optimizer, train_split, test_split, generator, args))
+            record, tested = run_epoch(epoch, model, optimizer, train_split, test_split, generator, args)
+            history.append(record)
             scheduler.step()
             if args.metrics:
                 save_json(args.metrics, metrics)
@@ -349,8 +477,8 @@ def run(args):
         save_json(args.metrics, metrics)
     if metrics.get("interrupted"):
         return 130
-    if args.save_model:
-        write_atomically(args.save_model, lambda f: torch.save(model.state_dict(), f))
+    if args.save_model:   # the model as last tested: with recomputed statistics where it was so tested
+        write_atomically(args.save_model, lambda f: torch.save(tested.state_dict(), f))
         print(f"Saved the model's state_dict to {args.save_model}")
     return 0
 
@@ -359,7 +487,10 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         return run(args)
-    except data.DataError as e:
+    except BadArgument as e:
+        print(f"{os.path.basename(sys.argv[0])}: error: {e}", file=sys.stderr)
+        return 2
+    except (data.DataError, TooLarge) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
