@@ -47,15 +47,6 @@ def conv_relu_bn_dropout(in_channels, out_channels, padding):
     )
 
 
-def conv_relu_bn(in_channels, out_channels, padding):
-    """A 3x3 convolution without bias, ReLU and BatchNorm: Model 4's block, without Dropout."""
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size=(3, 3), padding=padding, bias=False),
-        nn.ReLU(),
-        nn.BatchNorm2d(out_channels),
-    )
-
-
 class Model1(Net):
     """Target: have the basic skeleton set up with less than 10K parameters (9,746)."""
 
@@ -111,25 +102,23 @@ class Model3(Net):
 
 class Model4(Net):
     """Target: 99.4% test accuracy in each of the last 3 of 15 epochs, on every seed, with at most
-    6,000 parameters (5,772).
+    6,000 parameters (5,936).
 
-    Model 3's skeleton without Dropout: the same places for padding, pooling and GAP, so the same
-    receptive field (32x32 pixels at the last convolution, more than the 28x28 digit), with
-    8-12 channels where Model 3 has 8-16. Parameters per block, convolution + BatchNorm: 72+16,
-    720+20, 1,080+24, 1,296+24, 1,296+24, 1,080+20, and 100 in the last linear layer. A model this
-    small has no capacity to spare, so it has no Dropout: the random rotation of its recipe is
-    its regularizer."""
+    Model 3 with its two middle convolutions at 12 channels instead of 16: the same blocks, the
+    same places for padding, pooling and GAP, so the same receptive field (32x32 pixels at the
+    last convolution, more than the 28x28 digit). Parameters per block, convolution + BatchNorm:
+    72+16, 864+24, 1,296+24, 1,296+24, 1,188+22, 990+20, and 100 in the last linear layer."""
 
     def __init__(self):
         super().__init__()
-        self.convblock1 = conv_relu_bn(1, 8, padding=1)     # 28x28, receptive field 3
-        self.convblock2 = conv_relu_bn(8, 10, padding=1)    # 28x28, RF 5
-        self.pool1 = nn.MaxPool2d(2, 2)                     # 14x14, RF 6
-        self.convblock3 = conv_relu_bn(10, 12, padding=1)   # 14x14, RF 10
-        self.convblock4 = conv_relu_bn(12, 12, padding=0)   # 12x12, RF 14
-        self.pool2 = nn.MaxPool2d(2, 2)                     # 6x6,   RF 16
-        self.convblock5 = conv_relu_bn(12, 12, padding=0)   # 4x4,   RF 24
-        self.convblock6 = conv_relu_bn(12, 10, padding=0)   # 2x2,   RF 32
+        self.convblock1 = conv_relu_bn_dropout(1, 8, padding=1)     # 28x28, receptive field 3
+        self.convblock2 = conv_relu_bn_dropout(8, 12, padding=1)    # 28x28, RF 5
+        self.pool1 = nn.MaxPool2d(2, 2)                             # 14x14, RF 6
+        self.convblock3 = conv_relu_bn_dropout(12, 12, padding=1)   # 14x14, RF 10
+        self.convblock4 = conv_relu_bn_dropout(12, 12, padding=0)   # 12x12, RF 14
+        self.pool2 = nn.MaxPool2d(2, 2)                             # 6x6,   RF 16
+        self.convblock5 = conv_relu_bn_dropout(12, 11, padding=0)   # 4x4,   RF 24
+        self.convblock6 = conv_relu_bn_dropout(11, 10, padding=0)   # 2x2,   RF 32
         self.gap = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(10, 10, bias=False)
 
