@@ -77,7 +77,7 @@ def build_parser():
     p.add_argument("--batch-size", type=bounded(int),
                    help="training batch size, at most the training images (default: the recipe's, 32)")
     p.add_argument("--test-batch-size", type=bounded(int), default=250,
-                   help="test batch size, at most the test images (default: 250)")
+                   help="test batch size; a larger one than the test set tests it in one batch (default: 250)")
     p.add_argument("--lr", type=bounded(float), help="learning rate (default: the recipe's)")
     p.add_argument("--momentum", type=bounded(float, 0, 1, low_allowed=True),
                    help="SGD momentum, in [0, 1) (default: the recipe's, 0.9)")
@@ -414,11 +414,12 @@ def available_memory(device):
     return None
 
 
-def check_batch_sizes(args, train_split, test_split):
-    for flag, size, split, name in (("--batch-size", args.batch_size, train_split, "training"),
-                                    ("--test-batch-size", args.test_batch_size, test_split, "test")):
-        if size > len(split[1]):
-            raise BadArgument(f"argument {flag}: {size:,} is more than the {len(split[1]):,} {name} images")
+def check_batch_size(args, train_split):
+    """A training batch larger than the training set is a mistake (the test batch is not: one
+    larger than the test set is simply all of it)."""
+    if args.batch_size > len(train_split[1]):
+        raise BadArgument(f"argument --batch-size: {args.batch_size:,} is more than the "
+                          f"{len(train_split[1]):,} training images")
 
 
 def check_memory(model, args, data_bytes, available):
@@ -443,7 +444,7 @@ def run(args):
     available = available_memory(args.device)
     train_split = data.load_split(args.data_dir, train=True, device=args.device)
     test_split = data.load_split(args.data_dir, train=False, device=args.device)
-    check_batch_sizes(args, train_split, test_split)
+    check_batch_size(args, train_split)
 
     model = MODELS[args.model]().to(args.device)
     check_memory(model, args, sum(t.nbytes for t in (*train_split, *test_split)), available)

@@ -1,0 +1,236 @@
+"""The tables of both READMEs and results/accuracy.svg, made from the metrics files that train.py
+wrote under results/:
+
+    python results/tables.py     # prints the tables and rewrites results/accuracy.svg
+
+results/modelM/seedS.json are the runs of each model's recipe as it is now; results/earlier/,
+results/more-seeds/, results/gpu-h200/ and results/recipe-search/ hold the runs that chose the
+recipes and those of earlier recipes (results/README.md says which is which). Unit tests check
+that the READMEs hold exactly these tables and that the picture is what this file draws, so
+neither can drift from the runs.
+"""
+import json
+import re
+import statistics
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent
+sys.path.insert(0, str(RESULTS.parent))   # train.py, when run as `python results/tables.py`
+
+from train import TARGET_ACCURACY, TARGET_EPOCHS, target_met  # noqa: E402
+
+SVG = RESULTS / "accuracy.svg"
+
+
+def read_run(path):
+    """One metrics file. Files written before --weight-decay existed have none: it was 0."""
+    run = json.loads(path.read_text())
+    run["config"].setdefault("weight_decay", 0.0)
+    return run
+
+
+def test_accuracies(run, key="test_accuracy"):
+    """Per epoch: the run's test accuracy, or with key="test_accuracy_trained_statistics", the one
+    with BatchNorm's statistics as trained (recorded where the run recomputed them)."""
+    return [epoch[key] for epoch in run["epochs"]]
+
+
+def as_trained(run):
+    """Test accuracies with the statistics as trained: the run's own where it did not recompute."""
+    recomputed = run["config"].get("recompute_bn", False)
+    return test_accuracies(run, "test_accuracy_trained_statistics" if recomputed else "test_accuracy")
+
+
+def level(tests):
+    """A run's level: the mean of its last TARGET_EPOCHS test accuracies."""
+    return statistics.mean(tests[-TARGET_EPOCHS:])
+
+
+def finished(run):
+    return len(run["epochs"]) == run["config"]["epochs"] and not run.get("interrupted")
+
+
+def model_runs(model):
+    """The runs of model M's recipe, results/modelM/seedS.json, by seed."""
+    runs = [read_run(path) for path in (RESULTS / f"model{model}").glob("seed*.json")]
+    return sorted(runs, key=lambda run: run["config"]["seed"])
+
+
+def seeds(runs):
+    numbers = [run["config"]["seed"] for run in runs]
+    contiguous = numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+    return f"{numbers[0]}–{numbers[-1]}" if contiguous and len(numbers) > 1 else ", ".join(map(str, numbers))
+
+
+def met_and_level(runs, accuracies):
+    tests = [accuracies(run) for run in runs]
+    met = sum(target_met(t) for t in tests)
+    return f"{met}/{len(runs)}", f"{statistics.mean(level(t) for t in tests):.2f}"
+
+
+def headline_table():
+    """Per model: the seeds run, how many met the target, and the level averaged over seeds, with
+    BatchNorm's statistics recomputed (the recipes of Models 2-4) and as trained (the write-up's
+    way). Models 3 and 4 have a row for seeds 1-10, which chose their recipes, and one for the
+    seeds after them, which confirm it."""
+    lines = [f"| Model | Parameters | Seeds | Target met | Level % | Target met, statistics as trained "
+             f"| Level as trained % |",
+             "|---|---|---|---|---|---|---|"]
+    for model in (1, 2, 3, 4):
+        runs = model_runs(model)
+        groups = [runs]
+        if model in (3, 4):
+            groups = [[r for r in runs if r["config"]["seed"] <= 10], [r for r in runs if r["config"]["seed"] > 10]]
+        for group in filter(None, groups):
+            trained_met, trained_level = met_and_level(group, as_trained)
+            if group[0]["config"].get("recompute_bn"):
+                met, level_ = met_and_level(group, test_accuracies)
+            else:
+                met, level_ = "—", "—"
+            lines.append(f"| {model} | {group[0]['config']['parameters']:,} | {seeds(group)} | {met} | {level_} "
+                         f"| {trained_met} | {trained_level} |")
+    return "\n".join(lines)
+
+
+def devices(runs):
+    counts = {}
+    for run in runs:
+        counts[run["config"]["device"]] = counts.get(run["config"]["device"], 0) + 1
+    return ", ".join(f"{device} ×{n}" for device, n in counts.items())
+
+
+def recipe(config):
+    text = f"SGD lr {config['lr']:g} momentum {config['momentum']:g}"
+    if config["weight_decay"]:
+        text += f" weight decay {config['weight_decay']:g}"
+    text += f", StepLR {config['step_size']}/{config['gamma']:g}, batch {config['batch_size']}"
+    if config["augment"]:
+        text += f", rotation ±{config['rotation_degrees']:g}°"
+    if config.get("recompute_bn"):
+        text += ", statistics recomputed"
+    return text
+
+
+def runs_table():
+    """The runs of each model's recipe: the recipe, the seeds and devices, the best test accuracy
+    and the lowest of the last epochs."""
+    lines = [f"| Model | Params | Recipe | Seeds | Devices | Best test acc. %, mean (min–max) "
+             f"| Lowest of last {TARGET_EPOCHS} epochs % | Target met |",
+             "|---|---|---|---|---|---|---|---|"]
+    for model in (1, 2, 3, 4):
+        runs = model_runs(model)
+        if not runs:
+            continue
+        tests = [test_accuracies(run) for run in runs]
+        best = [max(t) for t in tests]
+        lowest = min(min(t[-TARGET_EPOCHS:]) for t in tests)
+        met = sum(target_met(t) for t in tests)
+        lines.append(f"| {model} | {runs[0]['config']['parameters']:,} | {recipe(runs[0]['config'])} | "
+                     f"{seeds(runs)} | {devices(runs)} | {statistics.mean(best):.2f} ({min(best):.2f}–{max(best):.2f}) | "
+                     f"{lowest:.2f} | {met}/{len(runs)} |")
+    return "\n".join(lines)
+
+
+def search_table(folder=RESULTS / "recipe-search"):
+    """The runs that chose the recipes of Models 3 and 4: one row per file, named after its
+    settings (the rotation's sampling, bilinear or nearest, is in the names of the oldest only)."""
+    lines = [f"| run (results/recipe-search/) | model | params | batch | lr | weight decay | StepLR step / gamma "
+             f"| rotation | statistics | seed | device | test accuracy %, last {TARGET_EPOCHS} epochs run | target met |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for path in sorted(folder.glob("*.json")):
+        run = read_run(path)
+        config, tests = run["config"], test_accuracies(run)
+        last = ", ".join(f"{t:.2f}" for t in tests[-TARGET_EPOCHS:])
+        epochs = f"epochs {len(tests) - TARGET_EPOCHS}–{len(tests) - 1}"
+        rotation = f"±{config['rotation_degrees']:g}°" if config["augment"] else "none"
+        statistics_ = "recomputed" if config.get("recompute_bn") else "as trained"
+        verdict = ("yes" if target_met(tests) else "no") if finished(run) else "stopped early"
+        lines.append(f"| {path.stem} | {config['model']} | {config['parameters']:,} | {config['batch_size']} | "
+                     f"{config['lr']:g} | {config['weight_decay']:g} | {config['step_size']} / {config['gamma']:g} | "
+                     f"{rotation} | {statistics_} | {config['seed']} | {config['device']} | {last} ({epochs}) | {verdict} |")
+    return "\n".join(lines)
+
+
+def recipe_summary(folder=RESULTS, fewest=3):
+    """Every recipe run to the end on at least `fewest` seeds, best level first within a model:
+    how often it met the target and where it ends, with the statistics the run tested with and,
+    where it recomputed them, as trained. A recipe is a folder (results/model3/) or, inside a
+    folder, the file names less their seed (results/recipe-search/nearest_lr02_step6_seedS).
+    The spread is the standard deviation over seeds of each seed's level."""
+    groups = {}
+    for path in sorted(folder.rglob("*.json")):
+        run = read_run(path)
+        if finished(run):
+            stem = re.sub(r"[-_]?seed\d+$", "", path.stem)
+            name = "/".join(part for part in (path.parent.relative_to(folder).as_posix(), stem) if part not in ("", "."))
+            groups.setdefault((run["config"]["model"], name), []).append(run)
+    rows = []
+    for (model, name), runs in groups.items():
+        if len(runs) < fewest:
+            continue
+        cells = []
+        for accuracies in (test_accuracies, as_trained):
+            tests = [accuracies(run) for run in runs]
+            levels = [level(t) for t in tests]
+            cells.append((sum(target_met(t) for t in tests), statistics.mean(levels), statistics.stdev(levels),
+                          min(min(t[-TARGET_EPOCHS:]) for t in tests)))
+        (met, mean, spread, lowest), (met_trained, mean_trained, _, _) = cells
+        trained = (f"{met_trained}/{len(runs)} | {mean_trained:.2f}" if runs[0]["config"].get("recompute_bn")
+                   else "— | —")
+        rows.append((model, -mean, f"| `{name}` | {model} | {len(runs)} | {met}/{len(runs)} | {mean:.2f} | "
+                                   f"{spread:.2f} | {lowest:.2f} | {trained} |"))
+    lines = [f"| runs | model | seeds | target met | level %, mean over seeds | spread over seeds "
+             f"| lowest of last {TARGET_EPOCHS} % | target met, statistics as trained | level as trained % |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    return "\n".join(lines + [line for _, _, line in sorted(rows)])
+
+
+def accuracy_svg(models=(3, 4), low=98.8, high=99.7):
+    """A picture of the target: test accuracy per epoch of every run of Models 3 and 4's recipes,
+    one thin line per seed, the 99.40% line across, the last epochs shaded. Accuracies below
+    `low` are drawn at `low`. Standard library only: the SVG is written as text."""
+    width, height, margin, gap = 360, 260, 44, 24
+    epochs = max(len(run["epochs"]) for model in models for run in model_runs(model))
+    inner_w, inner_h = width - margin - 10, height - margin - 30
+    x = lambda epoch: margin + inner_w * epoch / (epochs - 1)
+    y = lambda accuracy: 30 + inner_h * (high - max(low, min(high, accuracy))) / (high - low)
+    total = len(models) * width + (len(models) - 1) * gap
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{total}" height="{height}" '
+           f'viewBox="0 0 {total} {height}" font-family="sans-serif" font-size="11">',
+           f'<rect width="{total}" height="{height}" fill="white"/>']
+    for i, model in enumerate(models):
+        runs = model_runs(model)
+        met = sum(target_met(test_accuracies(run)) for run in runs)
+        out.append(f'<g transform="translate({i * (width + gap)},0)">')
+        out.append(f'<text x="{margin}" y="16" font-size="13">Model {model}: target met on {met} of '
+                   f'{len(runs)} seeds</text>')
+        shade_x = x(epochs - TARGET_EPOCHS) - 4
+        out.append(f'<rect x="{shade_x:.1f}" y="30" width="{x(epochs - 1) - shade_x + 4:.1f}" '
+                   f'height="{inner_h}" fill="#eef3fb"/>')
+        for tick in range(int(round(low * 10)), int(round(high * 10)) + 1, 2):
+            value = tick / 10
+            out.append(f'<line x1="{margin}" x2="{margin + inner_w}" y1="{y(value):.1f}" y2="{y(value):.1f}" '
+                       f'stroke="#ddd"/><text x="{margin - 4}" y="{y(value) + 4:.1f}" text-anchor="end">'
+                       f'{value:.1f}</text>')
+        for epoch in range(0, epochs, 2):
+            out.append(f'<text x="{x(epoch):.1f}" y="{height - 18}" text-anchor="middle">{epoch}</text>')
+        out.append(f'<text x="{margin + inner_w / 2:.1f}" y="{height - 4}" text-anchor="middle">epoch</text>')
+        for run in runs:
+            points = " ".join(f"{x(e):.1f},{y(a):.1f}" for e, a in enumerate(test_accuracies(run)))
+            colour = "#3465a4" if target_met(test_accuracies(run)) else "#cc0000"
+            out.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="0.8" '
+                       f'stroke-opacity="0.6"/>')
+        out.append(f'<line x1="{margin}" x2="{margin + inner_w}" y1="{y(TARGET_ACCURACY):.1f}" '
+                   f'y2="{y(TARGET_ACCURACY):.1f}" stroke="black" stroke-dasharray="4 3"/>')
+        out.append(f'<text x="{margin + 4}" y="{y(TARGET_ACCURACY) - 4:.1f}">{TARGET_ACCURACY:.2f}%</text>')
+        out.append('</g>')
+    out.append('</svg>')
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    SVG.write_text(accuracy_svg())
+    for title, text in (("headline (README.md)", headline_table()), ("runs of the recipes", runs_table()),
+                        ("recipe search", search_table()), ("recipes over seeds", recipe_summary())):
+        print(f"## {title}\n\n{text}\n")
