@@ -244,7 +244,7 @@ def evaluate(model, batches, steps):
     """(mean loss, correct, total) over the test batches (a host sync per batch: a few a pass).
 
     On the CPU the pass runs on a copy of the model in the channels_last memory layout: there the
-    forward pass over the test set ran 1.3-2.9x faster (README, "Speed"; in training it was
+    forward pass over the test set ran 1.3-2.9x faster (results/README.md, "Speed"; in training it was
     slower), and the outputs agreed with the plain layout's to 2.4e-7."""
     model.eval()
     layout = torch.contiguous_format
@@ -344,47 +344,52 @@ def test_line(label, loss, correct, total):
     return f"{label}: Average loss: {loss:.4f}, Accuracy: {correct}/{total} ({100 * correct / total:.2f}%)"
 
 
+def test_epoch(model, train_split, test_split, args):
+    """Test the model; with args.recompute_bn, test a copy with recomputed BatchNorm statistics
+    as well. Returns the test's fields of the epoch's record (those of the copy where there is
+    one, and the statistics as trained beside them) and the model as tested."""
+    steps = 1 if args.dry_run else math.ceil(len(test_split[1]) / args.test_batch_size)
+    test = lambda m: evaluate(m, data.test_batches(*test_split, args.test_batch_size), steps)
+    loss, correct, total = test(model)
+    if not args.recompute_bn:
+        return {"test_loss": loss, "test_correct": correct, "test_total": total}, model
+    start = time.perf_counter()
+    images = args.test_batch_size if args.dry_run else RECOMPUTE_IMAGES
+    pixels, labels = (t[:images] for t in train_split)
+    tested = recompute_batchnorm_statistics(model, data.test_batches(pixels, labels, args.test_batch_size))
+    seconds = time.perf_counter() - start
+    recomputed_loss, recomputed_correct, _ = test(tested)
+    return {"test_loss": recomputed_loss, "test_correct": recomputed_correct, "test_total": total,
+            "test_loss_trained_statistics": loss, "test_correct_trained_statistics": correct,
+            "test_accuracy_trained_statistics": 100 * correct / total, "recompute_seconds": seconds}, tested
+
+
 def run_epoch(epoch, model, optimizer, train_split, test_split, generator, args):
     """Train one epoch, test, print the epoch's lines; return its record for the metrics and the
-    model as tested. With args.recompute_bn that is a copy with recomputed BatchNorm statistics,
-    and the statistics as trained are tested too, for comparison; else it is the model itself."""
+    model as tested (test_epoch)."""
     print(f"\nEPOCH: {epoch}")
     lr = optimizer.param_groups[0]["lr"]
     train_steps = 1 if args.dry_run else math.ceil(len(train_split[1]) / args.batch_size)
-    test_steps = 1 if args.dry_run else math.ceil(len(test_split[1]) / args.test_batch_size)
     rotation = args.rotation if args.augment else 0.0
     start = time.perf_counter()
     batches = data.train_batches(*train_split, args.batch_size, generator, rotation)
     train_loss, train_accuracy = train_epoch(model, batches, train_steps, optimizer)
     train_seconds = time.perf_counter() - start
-    test = lambda m: evaluate(m, data.test_batches(*test_split, args.test_batch_size), test_steps)
-    tested = model
-    test_loss, correct, total = test(model)
-    record = {}
-    if args.recompute_bn:
-        record = {"test_loss_trained_statistics": test_loss, "test_correct_trained_statistics": correct,
-                  "test_accuracy_trained_statistics": 100 * correct / total}
-        recompute_start = time.perf_counter()
-        images = RECOMPUTE_IMAGES if not args.dry_run else args.test_batch_size
-        pixels, labels = (t[:images] for t in train_split)
-        tested = recompute_batchnorm_statistics(model, data.test_batches(pixels, labels, args.test_batch_size))
-        record["recompute_seconds"] = time.perf_counter() - recompute_start
-        test_loss, correct, total = test(tested)
+    tests, tested = test_epoch(model, train_split, test_split, args)
     test_seconds = time.perf_counter() - start - train_seconds
     images_per_second = min(train_steps * args.batch_size, len(train_split[1])) / train_seconds
     print()
-    print(test_line("Test set", test_loss, correct, total))
+    print(test_line("Test set", tests["test_loss"], tests["test_correct"], tests["test_total"]))
+    recomputing = ""
     if args.recompute_bn:
-        print(test_line("Test set, BatchNorm statistics as trained", record["test_loss_trained_statistics"],
-                        record["test_correct_trained_statistics"], total))
-    recomputing = f", {record['recompute_seconds']:.2f} s of it recomputing BatchNorm statistics" if record else ""
+        print(test_line("Test set, BatchNorm statistics as trained", tests["test_loss_trained_statistics"],
+                        tests["test_correct_trained_statistics"], tests["test_total"]))
+        recomputing = f", {tests['recompute_seconds']:.2f} s of it recomputing BatchNorm statistics"
     print(f"Epoch time: {train_seconds + test_seconds:.1f} s (train {train_seconds:.1f} s, "
           f"{images_per_second:,.0f} images/s; test {test_seconds:.2f} s{recomputing})")
     return {
-        "epoch": epoch, "lr": lr,
-        "train_loss": train_loss, "train_accuracy": train_accuracy,
-        "test_loss": test_loss, "test_correct": correct, "test_total": total,
-        "test_accuracy": 100 * correct / total, **record,
+        "epoch": epoch, "lr": lr, "train_loss": train_loss, "train_accuracy": train_accuracy,
+        "test_accuracy": 100 * tests["test_correct"] / tests["test_total"], **tests,
         "seconds": train_seconds + test_seconds, "train_seconds": train_seconds,
         "test_seconds": test_seconds, "train_images_per_second": images_per_second,
     }, tested
