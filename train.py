@@ -97,7 +97,7 @@ def build_parser():
                    help="auto picks cuda, then mps, then cpu (default: auto)")
     p.add_argument("--data-dir", default=data.default_data_dir(),
                    help="folder holding MNIST/raw (default: $MNIST_DIR, else ./data)")
-    p.add_argument("--save-model", metavar="PATH", help="write the final state_dict here")
+    p.add_argument("--save-model", metavar="PATH", help="write the final state_dict here, as last tested")
     p.add_argument("--metrics", metavar="PATH", help="write the configuration and per-epoch metrics here (JSON)")
     p.add_argument("--dry-run", action="store_true", help="one batch of training and of testing per epoch")
     return p
