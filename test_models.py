@@ -474,10 +474,14 @@ class TestTrainCommandLine(unittest.TestCase):
 
     def test_ctrl_c_reports_the_finished_epochs_and_keeps_the_metrics(self):
         metrics = self.tmp / "m.json"
+        # A shell that starts a job in the background (`nohup … &`, a script's `&`) hands it SIGINT
+        # ignored, and Python then never raises KeyboardInterrupt: the child gets Ctrl-C's default
+        # back, as it has when run from a terminal.
         child = subprocess.Popen(
             [sys.executable, str(HERE / "train.py"), "--model", "1", "--epochs", "100000",
              "--data-dir", str(self.tmp / "data"), "--metrics", str(metrics)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         # Wait for the first finished epoch however long a busy machine takes (up to 15 minutes,
         # a safety net), so that the signal always lands in training.
         deadline = time.monotonic() + 900
