@@ -38,7 +38,7 @@ def conv_relu(in_channels, out_channels, padding):
 
 
 def conv_relu_bn_dropout(in_channels, out_channels, padding):
-    """A 3x3 convolution without bias, ReLU, BatchNorm and Dropout(0.1): the block of Models 2 and 3."""
+    """A 3x3 convolution without bias, ReLU, BatchNorm and Dropout(0.1): the block of Models 2-4."""
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, kernel_size=(3, 3), padding=padding, bias=False),
         nn.ReLU(),
