@@ -9,6 +9,7 @@ recipes and those of earlier recipes (results/README.md says which is which). Un
 that the READMEs hold exactly these tables and that the picture is what this file draws, so
 neither can drift from the runs.
 """
+import collections
 import json
 import re
 import statistics
@@ -91,9 +92,7 @@ def headline_table():
 
 
 def devices(runs):
-    counts = {}
-    for run in runs:
-        counts[run["config"]["device"]] = counts.get(run["config"]["device"], 0) + 1
+    counts = collections.Counter(run["config"]["device"] for run in runs)
     return ", ".join(f"{device} ×{n}" for device, n in counts.items())
 
 
