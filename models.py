@@ -2,7 +2,7 @@
 
 Models 1-3 are the three steps of ../shared/reference/seed-models.md, layer for layer: run
 `python models.py` to print their tables, which match the write-up byte for byte. Model 4 is our
-own fourth step: the same target with at most 6,000 parameters.
+own fourth step: Model 3's target on every seed, not on most of them.
 """
 import torch
 import torch.nn as nn
@@ -37,14 +37,18 @@ def conv_relu(in_channels, out_channels, padding):
     )
 
 
-def conv_relu_bn_dropout(in_channels, out_channels, padding):
-    """A 3x3 convolution without bias, ReLU, BatchNorm and Dropout(0.1): the block of Models 2-4."""
+def conv_relu_bn(in_channels, out_channels, padding):
+    """A 3x3 convolution without bias, ReLU and BatchNorm: Model 4's last two blocks."""
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, kernel_size=(3, 3), padding=padding, bias=False),
         nn.ReLU(),
         nn.BatchNorm2d(out_channels),
-        nn.Dropout(0.1),
     )
+
+
+def conv_relu_bn_dropout(in_channels, out_channels, padding):
+    """conv_relu_bn, then Dropout(0.1): the block of Models 2-4."""
+    return nn.Sequential(*conv_relu_bn(in_channels, out_channels, padding), nn.Dropout(0.1))
 
 
 class Model1(Net):
@@ -101,24 +105,25 @@ class Model3(Net):
 
 
 class Model4(Net):
-    """Target: 99.4% test accuracy in each of the last 3 of 15 epochs, on every seed, with at most
-    6,000 parameters (5,936).
+    """Target: 99.4% test accuracy in each of the last 3 of 15 epochs on every seed, not on most
+    of them, with Model 3's 7,788 parameters.
 
-    Model 3 with its two middle convolutions at 12 channels instead of 16: the same blocks, the
-    same places for padding, pooling and GAP, so the same receptive field (32x32 pixels at the
-    last convolution, more than the 28x28 digit). Parameters per block, convolution + BatchNorm:
-    72+16, 864+24, 1,296+24, 1,296+24, 1,188+22, 990+20, and 100 in the last linear layer."""
+    Model 3's layers, but its last two blocks have no Dropout. Model 3 underfits (its training
+    accuracy stays below its test accuracy), and Dropout just before global average pooling
+    both throws away some of the few features left at 4x4 and 2x2 and shifts the BatchNorm
+    statistics between training and testing. Without it there, the layers Model 3 already has
+    fit a little better, and the level over seeds rises by about one seed-to-seed spread."""
 
     def __init__(self):
         super().__init__()
         self.convblock1 = conv_relu_bn_dropout(1, 8, padding=1)     # 28x28, receptive field 3
         self.convblock2 = conv_relu_bn_dropout(8, 12, padding=1)    # 28x28, RF 5
         self.pool1 = nn.MaxPool2d(2, 2)                             # 14x14, RF 6
-        self.convblock3 = conv_relu_bn_dropout(12, 12, padding=1)   # 14x14, RF 10
-        self.convblock4 = conv_relu_bn_dropout(12, 12, padding=0)   # 12x12, RF 14
+        self.convblock3 = conv_relu_bn_dropout(12, 16, padding=1)   # 14x14, RF 10
+        self.convblock4 = conv_relu_bn_dropout(16, 16, padding=0)   # 12x12, RF 14
         self.pool2 = nn.MaxPool2d(2, 2)                             # 6x6,   RF 16
-        self.convblock5 = conv_relu_bn_dropout(12, 11, padding=0)   # 4x4,   RF 24
-        self.convblock6 = conv_relu_bn_dropout(11, 10, padding=0)   # 2x2,   RF 32
+        self.convblock5 = conv_relu_bn(16, 11, padding=0)           # 4x4,   RF 24, no Dropout
+        self.convblock6 = conv_relu_bn(11, 10, padding=0)           # 2x2,   RF 32, no Dropout
         self.gap = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(10, 10, bias=False)
 
