@@ -3,6 +3,10 @@
 Plain SGD with momentum and a StepLR schedule, one model per run. It prints the model's table,
 a progress line and the test result for every epoch, and at the end whether the target was met:
 at least 99.40% test accuracy in each of the last 3 epochs. Run `python train.py --help` for flags.
+
+It reads top to bottom as the lesson: the recipes, one epoch of training, testing, an epoch and a
+run, the verdict. The plumbing that keeps a run robust (the command line and its checks, files,
+the progress line) comes after it, and `main` last.
 """
 import argparse
 import copy
@@ -43,6 +47,245 @@ CHECK_EVERY = 25          # steps between reads of the running loss (a host sync
 RECOMPUTE_IMAGES = 10000  # the first training images, over which BatchNorm statistics are recomputed
 
 
+# Training: one pass over the training images.
+def train_epoch(model, batches, steps, optimizer):
+    """One pass over the training batches; returns (mean loss, accuracy %).
+
+    Loss and correct counts add up on the device and are read every CHECK_EVERY steps, to draw
+    the progress line and to stop at once if the loss is no longer a finite number."""
+    model.train()
+    device = next(model.parameters()).device
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    seen = 0
+    progress = Progress(steps)
+    for step, (images, labels) in enumerate(batches, start=1):
+        optimizer.zero_grad(set_to_none=True)
+        output = model(images)
+        loss = F.nll_loss(output, labels)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach() * len(labels)
+        correct += (output.argmax(dim=1) == labels).sum()
+        seen += len(labels)
+        if step % CHECK_EVERY == 0 or step == steps:
+            last_loss = loss.item()
+            if not math.isfinite(last_loss):
+                progress.stream.write("\n")
+                raise Diverged
+            progress.update(step, last_loss, 100 * correct.item() / seen)
+        if step == steps:
+            break
+    accuracy = 100 * correct.item() / seen
+    progress.close(step, last_loss, accuracy)
+    return loss_sum.item() / seen, accuracy
+
+
+# Testing: as trained, and with BatchNorm statistics recomputed.
+def evaluate(model, batches, steps):
+    """(mean loss, correct, total) over the test batches (a host sync per batch: a few a pass).
+
+    On the CPU the pass runs on a copy of the model in the channels_last memory layout: there the
+    forward pass over the test set ran 1.3-2.9x faster (results/README.md, "Speed"; in training it was
+    slower), and the outputs agreed with the plain layout's to 2.4e-7."""
+    model.eval()
+    layout = torch.contiguous_format
+    if next(model.parameters()).device.type == "cpu":
+        layout = torch.channels_last
+        model = copy.deepcopy(model).to(memory_format=layout)
+    loss_sum, correct, total = 0.0, 0, 0
+    with torch.inference_mode():
+        for step, (images, labels) in enumerate(batches, start=1):
+            output = model(images.contiguous(memory_format=layout))
+            loss_sum += F.nll_loss(output, labels, reduction="sum").item()
+            correct += (output.argmax(dim=1) == labels).sum().item()
+            total += len(labels)
+            if step == steps:
+                break
+    return loss_sum / total, correct, total
+
+
+def recompute_batchnorm_statistics(model, batches):
+    """A copy of the model whose BatchNorm layers hold statistics measured afresh over `batches`
+    of training images with Dropout off, for testing; the model itself is left as it was.
+
+    In training, each block's Dropout zeroes a tenth of the activations and scales the rest by
+    1/0.9, and the next BatchNorm gathers its running mean and variance from those. At test time
+    Dropout is off, the activations vary less, and BatchNorm divides by a variance they no longer
+    have: the "variance shift" of Li, Chen, Hu and Yang (CVPR 2019). A cumulative average
+    (momentum None) over the batches gives each BatchNorm the statistics that test time will see.
+    Training never reads the running statistics (it normalizes with each batch's own), so this
+    changes the test and nothing else."""
+    fresh = copy.deepcopy(model)
+    norms = [m for m in fresh.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    fresh.eval()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    with torch.no_grad():
+        for images, _ in batches:
+            fresh(images)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    for copied, original in zip(fresh.modules(), model.modules()):
+        copied.training = original.training
+    return fresh
+
+
+def test_epoch(model, train_split, test_split, args):
+    """Test the model; with args.recompute_bn, test a copy with recomputed BatchNorm statistics
+    as well. Returns the test's fields of the epoch's record (those of the copy where there is
+    one, and the statistics as trained beside them) and the model as tested."""
+    steps = 1 if args.dry_run else math.ceil(len(test_split[1]) / args.test_batch_size)
+    test = lambda m: evaluate(m, data.test_batches(*test_split, args.test_batch_size), steps)
+    loss, correct, total = test(model)
+    if not args.recompute_bn:
+        return {"test_loss": loss, "test_correct": correct, "test_total": total}, model
+    start = time.perf_counter()
+    images = args.test_batch_size if args.dry_run else RECOMPUTE_IMAGES
+    pixels, labels = (t[:images] for t in train_split)
+    tested = recompute_batchnorm_statistics(model, data.test_batches(pixels, labels, args.test_batch_size))
+    seconds = time.perf_counter() - start
+    recomputed_loss, recomputed_correct, _ = test(tested)
+    return {"test_loss": recomputed_loss, "test_correct": recomputed_correct, "test_total": total,
+            "test_loss_trained_statistics": loss, "test_correct_trained_statistics": correct,
+            "test_accuracy_trained_statistics": 100 * correct / total, "recompute_seconds": seconds}, tested
+
+
+def test_line(label, loss, correct, total):
+    return f"{label}: Average loss: {loss:.4f}, Accuracy: {correct}/{total} ({100 * correct / total:.2f}%)"
+
+
+# An epoch, and a whole run.
+def run_epoch(epoch, model, optimizer, train_split, test_split, generator, args):
+    """Train one epoch, test, print the epoch's lines; return its record for the metrics and the
+    model as tested (test_epoch)."""
+    print(f"\nEPOCH: {epoch}")
+    lr = optimizer.param_groups[0]["lr"]
+    train_steps = 1 if args.dry_run else math.ceil(len(train_split[1]) / args.batch_size)
+    rotation = args.rotation if args.augment else 0.0
+    start = time.perf_counter()
+    batches = data.train_batches(*train_split, args.batch_size, generator, rotation)
+    train_loss, train_accuracy = train_epoch(model, batches, train_steps, optimizer)
+    train_seconds = time.perf_counter() - start
+    tests, tested = test_epoch(model, train_split, test_split, args)
+    test_seconds = time.perf_counter() - start - train_seconds
+    images_per_second = min(train_steps * args.batch_size, len(train_split[1])) / train_seconds
+    print()
+    print(test_line("Test set", tests["test_loss"], tests["test_correct"], tests["test_total"]))
+    recomputing = ""
+    if args.recompute_bn:
+        print(test_line("Test set, BatchNorm statistics as trained", tests["test_loss_trained_statistics"],
+                        tests["test_correct_trained_statistics"], tests["test_total"]))
+        recomputing = f", {tests['recompute_seconds']:.2f} s of it recomputing BatchNorm statistics"
+    print(f"Epoch time: {train_seconds + test_seconds:.1f} s (train {train_seconds:.1f} s, "
+          f"{images_per_second:,.0f} images/s; test {test_seconds:.2f} s{recomputing})")
+    return {
+        "epoch": epoch, "lr": lr, "train_loss": train_loss, "train_accuracy": train_accuracy,
+        "test_accuracy": 100 * tests["test_correct"] / tests["test_total"], **tests,
+        "seconds": train_seconds + test_seconds, "train_seconds": train_seconds,
+        "test_seconds": test_seconds, "train_images_per_second": images_per_second,
+    }, tested
+
+
+def run(args):
+    """Train as args say; the exit status: 0 done, 1 diverged, 130 interrupted by Ctrl-C."""
+    torch.manual_seed(args.seed)
+    generator = torch.Generator(device=args.device).manual_seed(args.seed)
+    available = available_memory(args.device)
+    train_split = data.load_split(args.data_dir, train=True, device=args.device)
+    test_split = data.load_split(args.data_dir, train=False, device=args.device)
+    check_batch_size(args, train_split)
+
+    model = MODELS[args.model]().to(args.device)
+    check_memory(model, args, sum(t.nbytes for t in (*train_split, *test_split)), available)
+    parameters, _ = count_parameters(model)
+    print(summary(model))
+    print(f"Device: {args.device}")
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
+                                weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=args.step_size, gamma=args.gamma)
+    metrics = {"config": configuration(args, parameters), "epochs": []}
+    history = metrics["epochs"]
+    tested = model
+    try:
+        for epoch in range(args.epochs):
+            record, tested = run_epoch(epoch, model, optimizer, train_split, test_split, generator, args)
+            history.append(record)
+            scheduler.step()
+            if args.metrics:
+                save_json(args.metrics, metrics)
+    except KeyboardInterrupt:
+        print(f"\nInterrupted: {len(history)} finished epoch(s) reported below.")
+        metrics["interrupted"] = True
+    except Diverged:
+        print(f"error: the loss became NaN or infinite in epoch {len(history)}; try a lower --lr "
+              f"(this run used {args.lr:g})", file=sys.stderr)
+        return 1
+    metrics["result"] = report(history, parameters)
+    if args.metrics:
+        save_json(args.metrics, metrics)
+    if metrics.get("interrupted"):
+        return 130
+    if args.save_model:   # the model as last tested: with recomputed statistics where it was so tested
+        write_atomically(args.save_model, lambda f: torch.save(tested.state_dict(), f))
+        print(f"Saved the model's state_dict to {args.save_model}")
+    return 0
+
+
+# The verdict, and what the metrics file records.
+def target_met(test_accuracies):
+    last = test_accuracies[-TARGET_EPOCHS:]
+    return len(last) == TARGET_EPOCHS and all(a >= TARGET_ACCURACY for a in last)
+
+
+def report(history, parameters):
+    """The end-of-run lines, and the verdict as a dict for the metrics file. Where the run also
+    tested BatchNorm's statistics as trained, their verdict is there too."""
+    tests = [e["test_accuracy"] for e in history]
+    verdict = {
+        "best_train_accuracy": max((e["train_accuracy"] for e in history), default=None),
+        "best_test_accuracy": max(tests, default=None),
+        "last_test_accuracies": tests[-TARGET_EPOCHS:],
+        "target": f">= {TARGET_ACCURACY:.2f}% test accuracy in each of the last {TARGET_EPOCHS} epochs",
+        "target_met": target_met(tests),
+    }
+    as_trained = [e["test_accuracy_trained_statistics"] for e in history if "test_accuracy_trained_statistics" in e]
+    if as_trained:
+        verdict["last_test_accuracies_trained_statistics"] = as_trained[-TARGET_EPOCHS:]
+        verdict["target_met_trained_statistics"] = target_met(as_trained)
+    print()
+    if history:
+        print(f"Best train accuracy: {verdict['best_train_accuracy']:.2f}%")
+        print(f"Best test accuracy: {verdict['best_test_accuracy']:.2f}%")
+    print(f"Total parameters: {parameters:,}")
+    print("Last 3 test accuracies: " + ", ".join(f"{a:.2f}%" for a in verdict["last_test_accuracies"]))
+    if as_trained:
+        print("  with BatchNorm statistics as trained: " + ", ".join(f"{a:.2f}%" for a in as_trained[-TARGET_EPOCHS:]))
+    print(f"Target ({verdict['target']}): {'met' if verdict['target_met'] else 'not met'}")
+    if as_trained:
+        print(f"  with BatchNorm statistics as trained: {'met' if verdict['target_met_trained_statistics'] else 'not met'}")
+    return verdict
+
+
+def configuration(args, parameters):
+    return {
+        "model": args.model, "parameters": parameters, "epochs": args.epochs,
+        "batch_size": args.batch_size, "test_batch_size": args.test_batch_size,
+        "optimizer": "SGD", "lr": args.lr, "momentum": args.momentum, "weight_decay": args.weight_decay,
+        "scheduler": "StepLR", "step_size": args.step_size, "gamma": args.gamma,
+        "augment": args.augment, "rotation_degrees": args.rotation if args.augment else 0.0,
+        "recompute_bn": args.recompute_bn, "recompute_images": RECOMPUTE_IMAGES if args.recompute_bn else 0,
+        "seed": args.seed, "device": str(args.device), "dry_run": args.dry_run,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__, "torchvision": torchvision.__version__,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# The lesson ends here; the rest is plumbing. The command line: flags, their ranges, the device.
 class ArgumentParser(argparse.ArgumentParser):
     """argparse, but a bad argument costs one line (no usage block) and exit 2."""
 
@@ -121,21 +364,6 @@ def parse_args(argv=None):
     return args
 
 
-def unwritable(path):
-    """Why a file cannot be written at path, or None: checked before training, not after it."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        return "it is a folder"
-    if not os.path.isdir(folder):
-        return f"no folder {folder}"
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as e:
-        return e.strerror or str(e)
-    return None
-
-
 def pick_device(name):
     available = {
         "cuda": torch.cuda.is_available(),
@@ -149,252 +377,7 @@ def pick_device(name):
     return torch.device(name)
 
 
-def write_atomically(path, write):
-    """Call write(file) on a temporary file beside path, then rename it over path, so that a
-    reader (or a run that dies) never sees half a file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def save_json(path, obj):
-    write_atomically(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
-
-
-class Progress:
-    """A tqdm-like line: loss, batch index, running accuracy, bar, elapsed<remaining, it/s.
-    Redrawn in place on a terminal; written once, when the epoch ends, to a file or a pipe."""
-
-    def __init__(self, total, stream=None):
-        self.total, self.stream = total, stream or sys.stdout
-        self.live = self.stream.isatty()
-        self.start = self.drawn = time.perf_counter()
-
-    def line(self, done, loss, accuracy):
-        elapsed = time.perf_counter() - self.start
-        rate = done / elapsed if elapsed > 0 else 0.0
-        remaining = (self.total - done) / rate if rate > 0 else 0.0
-        filled = done * 10 // self.total
-        bar = "█" * filled + " " * (10 - filled)
-        return (f"Loss={loss:.4f} Batch_id={done - 1} Accuracy={accuracy:.2f}: "
-                f"{100 * done // self.total:3d}%|{bar}| {done}/{self.total} "
-                f"[{clock(elapsed)}<{clock(remaining)}, {rate:.2f}it/s]")
-
-    def update(self, done, loss, accuracy):
-        now = time.perf_counter()
-        if self.live and now - self.drawn >= 0.1:
-            self.stream.write("\r" + self.line(done, loss, accuracy))
-            self.stream.flush()
-            self.drawn = now
-
-    def close(self, done, loss, accuracy):
-        self.stream.write(("\r" if self.live else "") + self.line(done, loss, accuracy) + "\n")
-        self.stream.flush()
-
-
-def clock(seconds):
-    minutes, seconds = divmod(int(seconds), 60)
-    return f"{minutes:02d}:{seconds:02d}"
-
-
-class Diverged(Exception):
-    pass
-
-
-def train_epoch(model, batches, steps, optimizer):
-    """One pass over the training batches; returns (mean loss, accuracy %).
-
-    Loss and correct counts add up on the device and are read every CHECK_EVERY steps, to draw
-    the progress line and to stop at once if the loss is no longer a finite number."""
-    model.train()
-    device = next(model.parameters()).device
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    seen = 0
-    progress = Progress(steps)
-    for step, (images, labels) in enumerate(batches, start=1):
-        optimizer.zero_grad(set_to_none=True)
-        output = model(images)
-        loss = F.nll_loss(output, labels)
-        loss.backward()
-        optimizer.step()
-        loss_sum += loss.detach() * len(labels)
-        correct += (output.argmax(dim=1) == labels).sum()
-        seen += len(labels)
-        if step % CHECK_EVERY == 0 or step == steps:
-            last_loss = loss.item()
-            if not math.isfinite(last_loss):
-                progress.stream.write("\n")
-                raise Diverged
-            progress.update(step, last_loss, 100 * correct.item() / seen)
-        if step == steps:
-            break
-    accuracy = 100 * correct.item() / seen
-    progress.close(step, last_loss, accuracy)
-    return loss_sum.item() / seen, accuracy
-
-
-def evaluate(model, batches, steps):
-    """(mean loss, correct, total) over the test batches (a host sync per batch: a few a pass).
-
-    On the CPU the pass runs on a copy of the model in the channels_last memory layout: there the
-    forward pass over the test set ran 1.3-2.9x faster (results/README.md, "Speed"; in training it was
-    slower), and the outputs agreed with the plain layout's to 2.4e-7."""
-    model.eval()
-    layout = torch.contiguous_format
-    if next(model.parameters()).device.type == "cpu":
-        layout = torch.channels_last
-        model = copy.deepcopy(model).to(memory_format=layout)
-    loss_sum, correct, total = 0.0, 0, 0
-    with torch.inference_mode():
-        for step, (images, labels) in enumerate(batches, start=1):
-            output = model(images.contiguous(memory_format=layout))
-            loss_sum += F.nll_loss(output, labels, reduction="sum").item()
-            correct += (output.argmax(dim=1) == labels).sum().item()
-            total += len(labels)
-            if step == steps:
-                break
-    return loss_sum / total, correct, total
-
-
-def recompute_batchnorm_statistics(model, batches):
-    """A copy of the model whose BatchNorm layers hold statistics measured afresh over `batches`
-    of training images with Dropout off, for testing; the model itself is left as it was.
-
-    In training, each block's Dropout zeroes a tenth of the activations and scales the rest by
-    1/0.9, and the next BatchNorm gathers its running mean and variance from those. At test time
-    Dropout is off, the activations vary less, and BatchNorm divides by a variance they no longer
-    have: the "variance shift" of Li, Chen, Hu and Yang (CVPR 2019). A cumulative average
-    (momentum None) over the batches gives each BatchNorm the statistics that test time will see.
-    Training never reads the running statistics (it normalizes with each batch's own), so this
-    changes the test and nothing else."""
-    fresh = copy.deepcopy(model)
-    norms = [m for m in fresh.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in norms]
-    fresh.eval()
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None
-        m.train()
-    with torch.no_grad():
-        for images, _ in batches:
-            fresh(images)
-    for m, momentum in zip(norms, momenta):
-        m.momentum = momentum
-    for copied, original in zip(fresh.modules(), model.modules()):
-        copied.training = original.training
-    return fresh
-
-
-def target_met(test_accuracies):
-    last = test_accuracies[-TARGET_EPOCHS:]
-    return len(last) == TARGET_EPOCHS and all(a >= TARGET_ACCURACY for a in last)
-
-
-def report(history, parameters):
-    """The end-of-run lines, and the verdict as a dict for the metrics file. Where the run also
-    tested BatchNorm's statistics as trained, their verdict is there too."""
-    tests = [e["test_accuracy"] for e in history]
-    verdict = {
-        "best_train_accuracy": max((e["train_accuracy"] for e in history), default=None),
-        "best_test_accuracy": max(tests, default=None),
-        "last_test_accuracies": tests[-TARGET_EPOCHS:],
-        "target": f">= {TARGET_ACCURACY:.2f}% test accuracy in each of the last {TARGET_EPOCHS} epochs",
-        "target_met": target_met(tests),
-    }
-    as_trained = [e["test_accuracy_trained_statistics"] for e in history if "test_accuracy_trained_statistics" in e]
-    if as_trained:
-        verdict["last_test_accuracies_trained_statistics"] = as_trained[-TARGET_EPOCHS:]
-        verdict["target_met_trained_statistics"] = target_met(as_trained)
-    print()
-    if history:
-        print(f"Best train accuracy: {verdict['best_train_accuracy']:.2f}%")
-        print(f"Best test accuracy: {verdict['best_test_accuracy']:.2f}%")
-    print(f"Total parameters: {parameters:,}")
-    print("Last 3 test accuracies: " + ", ".join(f"{a:.2f}%" for a in verdict["last_test_accuracies"]))
-    if as_trained:
-        print("  with BatchNorm statistics as trained: " + ", ".join(f"{a:.2f}%" for a in as_trained[-TARGET_EPOCHS:]))
-    print(f"Target ({verdict['target']}): {'met' if verdict['target_met'] else 'not met'}")
-    if as_trained:
-        print(f"  with BatchNorm statistics as trained: {'met' if verdict['target_met_trained_statistics'] else 'not met'}")
-    return verdict
-
-
-def configuration(args, parameters):
-    return {
-        "model": args.model, "parameters": parameters, "epochs": args.epochs,
-        "batch_size": args.batch_size, "test_batch_size": args.test_batch_size,
-        "optimizer": "SGD", "lr": args.lr, "momentum": args.momentum, "weight_decay": args.weight_decay,
-        "scheduler": "StepLR", "step_size": args.step_size, "gamma": args.gamma,
-        "augment": args.augment, "rotation_degrees": args.rotation if args.augment else 0.0,
-        "recompute_bn": args.recompute_bn, "recompute_images": RECOMPUTE_IMAGES if args.recompute_bn else 0,
-        "seed": args.seed, "device": str(args.device), "dry_run": args.dry_run,
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__, "torchvision": torchvision.__version__,
-    }
-
-
-def test_line(label, loss, correct, total):
-    return f"{label}: Average loss: {loss:.4f}, Accuracy: {correct}/{total} ({100 * correct / total:.2f}%)"
-
-
-def test_epoch(model, train_split, test_split, args):
-    """Test the model; with args.recompute_bn, test a copy with recomputed BatchNorm statistics
-    as well. Returns the test's fields of the epoch's record (those of the copy where there is
-    one, and the statistics as trained beside them) and the model as tested."""
-    steps = 1 if args.dry_run else math.ceil(len(test_split[1]) / args.test_batch_size)
-    test = lambda m: evaluate(m, data.test_batches(*test_split, args.test_batch_size), steps)
-    loss, correct, total = test(model)
-    if not args.recompute_bn:
-        return {"test_loss": loss, "test_correct": correct, "test_total": total}, model
-    start = time.perf_counter()
-    images = args.test_batch_size if args.dry_run else RECOMPUTE_IMAGES
-    pixels, labels = (t[:images] for t in train_split)
-    tested = recompute_batchnorm_statistics(model, data.test_batches(pixels, labels, args.test_batch_size))
-    seconds = time.perf_counter() - start
-    recomputed_loss, recomputed_correct, _ = test(tested)
-    return {"test_loss": recomputed_loss, "test_correct": recomputed_correct, "test_total": total,
-            "test_loss_trained_statistics": loss, "test_correct_trained_statistics": correct,
-            "test_accuracy_trained_statistics": 100 * correct / total, "recompute_seconds": seconds}, tested
-
-
-def run_epoch(epoch, model, optimizer, train_split, test_split, generator, args):
-    """Train one epoch, test, print the epoch's lines; return its record for the metrics and the
-    model as tested (test_epoch)."""
-    print(f"\nEPOCH: {epoch}")
-    lr = optimizer.param_groups[0]["lr"]
-    train_steps = 1 if args.dry_run else math.ceil(len(train_split[1]) / args.batch_size)
-    rotation = args.rotation if args.augment else 0.0
-    start = time.perf_counter()
-    batches = data.train_batches(*train_split, args.batch_size, generator, rotation)
-    train_loss, train_accuracy = train_epoch(model, batches, train_steps, optimizer)
-    train_seconds = time.perf_counter() - start
-    tests, tested = test_epoch(model, train_split, test_split, args)
-    test_seconds = time.perf_counter() - start - train_seconds
-    images_per_second = min(train_steps * args.batch_size, len(train_split[1])) / train_seconds
-    print()
-    print(test_line("Test set", tests["test_loss"], tests["test_correct"], tests["test_total"]))
-    recomputing = ""
-    if args.recompute_bn:
-        print(test_line("Test set, BatchNorm statistics as trained", tests["test_loss_trained_statistics"],
-                        tests["test_correct_trained_statistics"], tests["test_total"]))
-        recomputing = f", {tests['recompute_seconds']:.2f} s of it recomputing BatchNorm statistics"
-    print(f"Epoch time: {train_seconds + test_seconds:.1f} s (train {train_seconds:.1f} s, "
-          f"{images_per_second:,.0f} images/s; test {test_seconds:.2f} s{recomputing})")
-    return {
-        "epoch": epoch, "lr": lr, "train_loss": train_loss, "train_accuracy": train_accuracy,
-        "test_accuracy": 100 * tests["test_correct"] / tests["test_total"], **tests,
-        "seconds": train_seconds + test_seconds, "train_seconds": train_seconds,
-        "test_seconds": test_seconds, "train_images_per_second": images_per_second,
-    }, tested
-
-
+# Checks before the first step: what only the loaded data shows, and memory.
 class BadArgument(Exception):
     """A flag's value that only the loaded data shows to be wrong; the message names the flag."""
 
@@ -442,51 +425,82 @@ def check_memory(model, args, data_bytes, available):
                        f"available; use a smaller --batch-size")
 
 
-def run(args):
-    """Train as args say; the exit status: 0 done, 1 diverged, 130 interrupted by Ctrl-C."""
-    torch.manual_seed(args.seed)
-    generator = torch.Generator(device=args.device).manual_seed(args.seed)
-    available = available_memory(args.device)
-    train_split = data.load_split(args.data_dir, train=True, device=args.device)
-    test_split = data.load_split(args.data_dir, train=False, device=args.device)
-    check_batch_size(args, train_split)
-
-    model = MODELS[args.model]().to(args.device)
-    check_memory(model, args, sum(t.nbytes for t in (*train_split, *test_split)), available)
-    parameters, _ = count_parameters(model)
-    print(summary(model))
-    print(f"Device: {args.device}")
-    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
-                                weight_decay=args.weight_decay)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=args.step_size, gamma=args.gamma)
-    metrics = {"config": configuration(args, parameters), "epochs": []}
-    history = metrics["epochs"]
-    tested = model
+# Files: checked writable before training, never left half written.
+def unwritable(path):
+    """Why a file cannot be written at path, or None: checked before training, not after it."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        return "it is a folder"
+    if not os.path.isdir(folder):
+        return f"no folder {folder}"
     try:
-        for epoch in range(args.epochs):
-            record, tested = run_epoch(epoch, model, optimizer, train_split, test_split, generator, args)
-            history.append(record)
-            scheduler.step()
-            if args.metrics:
-                save_json(args.metrics, metrics)
-    except KeyboardInterrupt:
-        print(f"\nInterrupted: {len(history)} finished epoch(s) reported below.")
-        metrics["interrupted"] = True
-    except Diverged:
-        print(f"error: the loss became NaN or infinite in epoch {len(history)}; try a lower --lr "
-              f"(this run used {args.lr:g})", file=sys.stderr)
-        return 1
-    metrics["result"] = report(history, parameters)
-    if args.metrics:
-        save_json(args.metrics, metrics)
-    if metrics.get("interrupted"):
-        return 130
-    if args.save_model:   # the model as last tested: with recomputed statistics where it was so tested
-        write_atomically(args.save_model, lambda f: torch.save(tested.state_dict(), f))
-        print(f"Saved the model's state_dict to {args.save_model}")
-    return 0
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        return e.strerror or str(e)
+    return None
 
 
+def write_atomically(path, write):
+    """Call write(file) on a temporary file beside path, then rename it over path, so that a
+    reader (or a run that dies) never sees half a file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def save_json(path, obj):
+    write_atomically(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
+
+
+# The progress line, and the loss that stops a run.
+class Progress:
+    """A tqdm-like line: loss, batch index, running accuracy, bar, elapsed<remaining, it/s.
+    Redrawn in place on a terminal; written once, when the epoch ends, to a file or a pipe."""
+
+    def __init__(self, total, stream=None):
+        self.total, self.stream = total, stream or sys.stdout
+        self.live = self.stream.isatty()
+        self.start = self.drawn = time.perf_counter()
+
+    def line(self, done, loss, accuracy):
+        elapsed = time.perf_counter() - self.start
+        rate = done / elapsed if elapsed > 0 else 0.0
+        remaining = (self.total - done) / rate if rate > 0 else 0.0
+        filled = done * 10 // self.total
+        bar = "█" * filled + " " * (10 - filled)
+        return (f"Loss={loss:.4f} Batch_id={done - 1} Accuracy={accuracy:.2f}: "
+                f"{100 * done // self.total:3d}%|{bar}| {done}/{self.total} "
+                f"[{clock(elapsed)}<{clock(remaining)}, {rate:.2f}it/s]")
+
+    def update(self, done, loss, accuracy):
+        now = time.perf_counter()
+        if self.live and now - self.drawn >= 0.1:
+            self.stream.write("\r" + self.line(done, loss, accuracy))
+            self.stream.flush()
+            self.drawn = now
+
+    def close(self, done, loss, accuracy):
+        self.stream.write(("\r" if self.live else "") + self.line(done, loss, accuracy) + "\n")
+        self.stream.flush()
+
+
+def clock(seconds):
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes:02d}:{seconds:02d}"
+
+
+class Diverged(Exception):
+    """The training loss is no longer a finite number: train_epoch stops the run at once."""
+
+
+# The script.
 def main(argv=None):
     args = parse_args(argv)
     try:
