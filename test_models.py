@@ -371,7 +371,8 @@ class TestTrainCommandLine(unittest.TestCase):
         cases = [["--model", "9"], ["--epochs", "0"], ["--batch-size", "0"], ["--lr", "0"],
                  ["--lr", "-1"], ["--gamma", "0"], ["--momentum", "-0.5"], ["--momentum", "1"],
                  ["--momentum", "5"], ["--rotation", "0"], ["--rotation", "400"], ["--epochs", "x"],
-                 ["--device", "tpu"],
+                 ["--device", "tpu"], ["--lr", "inf"], ["--lr", "nan"], ["--weight-decay", "inf"],
+                 ["--seed", "99999999999999999999"], ["--seed", "-1"],
                  ["--batch-size", "321"]]   # one more than the tiny training set: found after loading it
         for extra in cases:
             with self.subTest(args=extra):

@@ -45,6 +45,7 @@ TARGET_ACCURACY = 99.40   # percent of the test set, in each of the last TARGET_
 TARGET_EPOCHS = 3
 CHECK_EVERY = 25          # steps between reads of the running loss (a host sync on a GPU)
 RECOMPUTE_IMAGES = 10000  # the first training images, over which BatchNorm statistics are recomputed
+SEED_LIMIT = 2 ** 64 - 1  # the largest seed torch.manual_seed takes
 
 
 # Training: one pass over the training images.
@@ -294,13 +295,15 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def bounded(kind, low=0, high=None, low_allowed=False, high_allowed=False):
-    """An argparse type: a number of `kind` between low and high (each end excluded unless
-    allowed; high None: no upper end), else a one-line error that names the range."""
+    """An argparse type: a finite number of `kind` between low and high (each end excluded
+    unless allowed; high None: no upper end), else a one-line error that names the range."""
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
         above = value >= low if low_allowed else value > low
         below = high is None or (value <= high if high_allowed else value < high)
         if not (above and below):
@@ -335,7 +338,8 @@ def build_parser():
                    help="test with BatchNorm statistics recomputed over training images with Dropout off, "
                         "and report the statistics as trained beside them; --no-recompute-bn tests as "
                         "the write-up did (default: the recipe's: Models 2, 3 and 4)")
-    p.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
+    p.add_argument("--seed", type=bounded(int, 0, SEED_LIMIT, low_allowed=True, high_allowed=True), default=1,
+                   help=f"random seed, in [0, {SEED_LIMIT}] (default: 1)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
                    help="auto picks cuda, then mps, then cpu (default: auto)")
     p.add_argument("--data-dir", default=data.default_data_dir(),
