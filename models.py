@@ -1,7 +1,8 @@
 """The tiny MNIST networks of the write-up, a parameter counter and a torchsummary-style table.
 
-Models 1-3 are the three steps of ../shared/reference/seed-models.md, layer for layer: run
-`python models.py` to print their tables, which match the write-up byte for byte. Model 4 is our
+Models 1-3 are the three steps of the write-up "Train a tiny CNN model with less than 8000
+parameters and hit 99.4% accuracy constantly in last 3 epochs", layer for layer: run
+`python models.py` to print their tables, which match the write-up's byte for byte. Model 4 is our
 own fourth step: Model 3's target on every seed, not on most of them.
 """
 import torch
@@ -38,7 +39,8 @@ def conv_relu(in_channels, out_channels, padding):
 
 
 def conv_relu_bn(in_channels, out_channels, padding):
-    """A 3x3 convolution without bias, ReLU and BatchNorm: Model 4's last two blocks."""
+    """A 3x3 convolution without bias, ReLU and BatchNorm: Model 4's last two blocks, which have
+    no Dropout."""
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, kernel_size=(3, 3), padding=padding, bias=False),
         nn.ReLU(),
@@ -47,7 +49,7 @@ def conv_relu_bn(in_channels, out_channels, padding):
 
 
 def conv_relu_bn_dropout(in_channels, out_channels, padding):
-    """conv_relu_bn, then Dropout(0.1): the block of Models 2-4."""
+    """conv_relu_bn, then Dropout(0.1): every block of Models 2 and 3, and Model 4's first four."""
     return nn.Sequential(*conv_relu_bn(in_channels, out_channels, padding), nn.Dropout(0.1))
 
 

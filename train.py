@@ -29,8 +29,8 @@ from models import MODELS, count_parameters, forward_backward_bytes, summary
 # Models 1 and 2 train as the write-up first trained them: no augmentation and a constant rate
 # (gamma 1.0 leaves it unchanged). Models 3 and 4 rotate by up to the write-up's 7 degrees, with
 # lr 0.02 cut tenfold after epochs 6 and 12 and weight decay 5e-4, chosen in full 15-epoch runs
-# (results/README.md). Models 2-4 have Dropout in every block, so they test with BatchNorm
-# statistics recomputed without it (recompute_batchnorm_statistics).
+# (results/README.md). In Models 2-4 Dropout feeds BatchNorm during training, so they test with
+# BatchNorm statistics recomputed without it (recompute_batchnorm_statistics).
 RECIPES = {
     1: dict(batch_size=32, lr=0.01, momentum=0.9, weight_decay=0.0, step_size=15, gamma=1.0,
             augment=False, rotation=7.0, recompute_bn=False),
