@@ -372,7 +372,7 @@ class TestTrainCommandLine(unittest.TestCase):
                  ["--lr", "-1"], ["--gamma", "0"], ["--momentum", "-0.5"], ["--momentum", "1"],
                  ["--momentum", "5"], ["--rotation", "0"], ["--rotation", "400"], ["--epochs", "x"],
                  ["--device", "tpu"], ["--lr", "inf"], ["--lr", "nan"], ["--weight-decay", "inf"],
-                 ["--seed", "99999999999999999999"], ["--seed", "-1"],
+                 ["--seed", "99999999999999999999"], ["--seed", "9" * 400], ["--seed", "-1"],
                  ["--batch-size", "321"]]   # one more than the tiny training set: found after loading it
         for extra in cases:
             with self.subTest(args=extra):

@@ -302,7 +302,7 @@ def bounded(kind, low=0, high=None, low_allowed=False, high_allowed=False):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):   # ints are exact, however long
             raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
         above = value >= low if low_allowed else value > low
         below = high is None or (value <= high if high_allowed else value < high)
