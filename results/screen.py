@@ -1,0 +1,82 @@
+"""Candidates for Model 4, each trained by train.py itself:
+
+    python results/screen.py NAME [train.py flags]     # e.g. m3-nodrop --seed 1 --metrics out.json
+    python results/screen.py --list                    # every candidate's table and recipe
+
+A candidate is a layer string read left to right, as `../shared/bench/sweep.py` writes it: `OUTpPAD`
+is a 3x3 convolution to OUT channels with padding PAD, `M` a 2x2 max-pool; after the last token come
+global average pooling and a linear layer to the 10 digits. A block is conv, ReLU, BatchNorm (the
+write-up's order) or conv, BatchNorm, ReLU, then Dropout where the candidate has it. Its recipe is
+Model 3's with the changes it names. The run is train.py's own `--model 4` with the candidate in
+Model 4's place, and the metrics file records the candidate's name and layers beside the rest.
+The results and the rule that chose among them are in results/README.md.
+"""
+import sys
+from pathlib import Path
+
+import torch.nn as nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # train.py, models.py, data.py
+
+import train  # noqa: E402
+from models import summary  # noqa: E402
+
+MODEL3_LAYERS = "8p1 12p1 M 16p1 16p0 M 11p0 10p0"
+NO_DROPOUT = dict(recompute_bn=False)   # nothing to recompute the statistics for: test as trained
+
+CANDIDATES = {
+    "m3-nodrop": dict(layers=MODEL3_LAYERS, recipe=NO_DROPOUT),
+    "m3-nodrop-shift2": dict(layers=MODEL3_LAYERS, recipe=dict(NO_DROPOUT, shift=2.0)),
+    "m3-bnrelu-nodrop": dict(layers=MODEL3_LAYERS, order="conv-bn-relu", recipe=NO_DROPOUT),
+    "gap16-nodrop": dict(layers="8p1 12p1 M 16p1 16p0 M 16p0", recipe=NO_DROPOUT),
+}
+
+
+class Candidate(nn.Sequential):
+    """The blocks of a layer string, global average pooling, a linear layer, log-probabilities."""
+
+    def __init__(self, layers, order="conv-relu-bn", dropout=0.0, conv_bias=False, fc_bias=False):
+        blocks, channels = [], 1
+        for token in layers.split():
+            if token == "M":
+                blocks.append(nn.MaxPool2d(2, 2))
+                continue
+            out, padding = (int(n) for n in token.split("p"))
+            conv = nn.Conv2d(channels, out, kernel_size=(3, 3), padding=padding, bias=conv_bias)
+            norm = [nn.ReLU(), nn.BatchNorm2d(out)] if order == "conv-relu-bn" else [nn.BatchNorm2d(out), nn.ReLU()]
+            blocks.append(nn.Sequential(conv, *norm, *([nn.Dropout(dropout)] if dropout else [])))
+            channels = out
+        super().__init__(*blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, 10, bias=fc_bias),
+                         nn.LogSoftmax(dim=-1))
+
+
+def model_class(name):
+    spec = {k: v for k, v in CANDIDATES[name].items() if k != "recipe"}
+    return type(name, (Candidate,), {"__init__": lambda self: Candidate.__init__(self, **spec)})
+
+
+def install(name):
+    """Put the candidate in Model 4's place in train.py, and its name and layers in the metrics."""
+    train.MODELS[4] = model_class(name)
+    train.RECIPES[4] = dict(train.RECIPES[3], **CANDIDATES[name]["recipe"])
+    configuration = train.configuration
+    spec = {k: v for k, v in CANDIDATES[name].items() if k != "recipe"}
+    train.configuration = lambda args, parameters: dict(configuration(args, parameters), candidate=name, **spec)
+
+
+def main(argv):
+    if argv[:1] == ["--list"]:
+        for name, spec in CANDIDATES.items():
+            print(f"{name}: {spec}")
+            print(summary(model_class(name)()))
+            print()
+        return 0
+    if not argv or argv[0] not in CANDIDATES:
+        print(f"screen.py: error: the first argument names a candidate: {', '.join(CANDIDATES)}", file=sys.stderr)
+        return 2
+    install(argv[0])
+    return train.main(["--model", "4", *argv[1:]])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
