@@ -2,8 +2,9 @@
 
 The whole data set is 47 MB of uint8, so instead of a DataLoader that decodes and rotates one
 PIL image at a time, each split is loaded once as one tensor of pixels in [0, 1] on the device.
-Batches are slices of it: shuffled with a seeded generator, rotated on the device (one random
-angle per image) and normalized with the MNIST mean and std. Nothing leaves the device per step.
+Batches are slices of it: shuffled with a seeded generator, rotated (and, where a recipe says so,
+shifted) on the device, one random map per image, and normalized with the MNIST mean and std.
+Nothing leaves the device per step.
 """
 import contextlib
 import io
@@ -83,29 +84,36 @@ def normalize(pixels):
     return (pixels - MNIST_MEAN) / MNIST_STD
 
 
-def random_rotation(pixels, max_degrees, generator):
-    """Rotate each image by its own angle, uniform in [-max_degrees, max_degrees], about its centre.
+def random_rotation(pixels, max_degrees, generator, max_shift=0.0):
+    """Rotate each image by its own angle, uniform in [-max_degrees, max_degrees], about its centre,
+    and, where max_shift is given, move it by its own distance along each axis, uniform in
+    [-max_shift, max_shift] pixels: one affine map per image, sampled once.
 
     Nearest-neighbour sampling, as torchvision's RandomRotation (the notebook's) does by default:
     it moves pixels without blending them. What comes in from outside the frame is 0, the black
-    background, which is why this runs on pixels before normalization."""
-    n = pixels.shape[0]
+    background, which is why this runs on pixels before normalization. Without a shift it draws
+    no more random numbers than the rotation alone, so runs without one repeat as they did."""
+    n, height, width = pixels.shape[0], pixels.shape[-2], pixels.shape[-1]
     angles = torch.rand(n, generator=generator, device=pixels.device) * 2 - 1
     angles = angles * math.radians(max_degrees)
     cos, sin, zero = angles.cos(), angles.sin(), torch.zeros_like(angles)
-    theta = torch.stack([cos, -sin, zero, sin, cos, zero], dim=1).view(n, 2, 3)
+    dx = dy = zero
+    if max_shift:
+        shifts = (torch.rand(n, 2, generator=generator, device=pixels.device) * 2 - 1) * max_shift
+        dx, dy = shifts[:, 0] * 2 / width, shifts[:, 1] * 2 / height   # pixels in grid units
+    theta = torch.stack([cos, -sin, dx, sin, cos, dy], dim=1).view(n, 2, 3)
     grid = F.affine_grid(theta, list(pixels.shape), align_corners=False)
     return F.grid_sample(pixels, grid, mode="nearest", padding_mode="zeros", align_corners=False)
 
 
-def train_batches(pixels, labels, batch_size, generator, max_degrees=0.0):
+def train_batches(pixels, labels, batch_size, generator, max_degrees=0.0, max_shift=0.0):
     """One epoch of shuffled, augmented, normalized (images, labels) batches."""
     order = torch.randperm(len(labels), generator=generator, device=labels.device)
     for start in range(0, len(order), batch_size):
         index = order[start:start + batch_size]
         images = pixels[index]
-        if max_degrees:
-            images = random_rotation(images, max_degrees, generator)
+        if max_degrees or max_shift:
+            images = random_rotation(images, max_degrees, generator, max_shift)
         yield normalize(images), labels[index]
 
 

@@ -297,6 +297,32 @@ class TestData(unittest.TestCase):
         unrotated = data.random_rotation(pixels, 0.0, torch.Generator().manual_seed(0))
         torch.testing.assert_close(unrotated, pixels, atol=1e-5, rtol=0)
 
+    def test_shift_moves_each_image_within_its_range_and_brings_in_background(self):
+        point = torch.zeros(256, 1, 28, 28)
+        point[:, :, 14, 14] = 1.0
+        shifted = data.random_rotation(point, 0.0, torch.Generator().manual_seed(0), max_shift=2.0)
+        self.assertTrue(torch.equal(shifted.flatten(1).sum(dim=1), torch.ones(256)))  # moved, not blurred
+        where = shifted.flatten(1).argmax(dim=1)
+        rows, columns = where // 28 - 14, where % 28 - 14
+        for offsets in (rows, columns):
+            self.assertLessEqual(offsets.abs().max().item(), 2)        # no farther than it says ...
+            self.assertEqual(set(offsets.tolist()), {-2, -1, 0, 1, 2})  # ... and every way up to it
+        white = torch.ones(256, 1, 28, 28)
+        moved_in = data.random_rotation(white, 0.0, torch.Generator().manual_seed(0), max_shift=2.0)
+        self.assertTrue(torch.equal(moved_in[..., 2:26, 2:26], white[..., 2:26, 2:26]))
+        self.assertEqual(moved_in.unique().tolist(), [0.0, 1.0])        # what enters is background
+        again = data.random_rotation(point, 0.0, torch.Generator().manual_seed(0), max_shift=2.0)
+        self.assertTrue(torch.equal(again, shifted))
+        other = data.random_rotation(point, 0.0, torch.Generator().manual_seed(1), max_shift=2.0)
+        self.assertFalse(torch.equal(other, shifted))
+
+    def test_rotation_without_shift_draws_what_it_always_drew(self):
+        """A run without --shift repeats the committed runs: one random angle per image, no more."""
+        used, alone = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+        data.random_rotation(torch.zeros(50, 1, 28, 28), 7.0, used)
+        torch.rand(50, generator=alone)
+        self.assertTrue(torch.equal(used.get_state(), alone.get_state()))
+
     def test_train_batches_cover_the_split_once_in_a_seeded_order(self):
         labels = torch.arange(100)
         pixels = torch.zeros(100, 1, 28, 28)
@@ -606,6 +632,7 @@ class TestCommittedResults(unittest.TestCase):
                     for key in ("batch_size", "lr", "momentum", "weight_decay", "step_size", "gamma", "augment"):
                         self.assertEqual(config[key], recipe[key], key)
                     self.assertEqual(config["rotation_degrees"], recipe["rotation"] if recipe["augment"] else 0.0)
+                    self.assertEqual(config.get("shift_pixels", 0.0), recipe["shift"] if recipe["augment"] else 0.0)
                     self.assertEqual(config.get("recompute_bn", False), recipe["recompute_bn"])
                     self.assertEqual(config.get("recompute_images", 0),
                                      train.RECOMPUTE_IMAGES if recipe["recompute_bn"] else 0)

@@ -33,13 +33,13 @@ from models import MODELS, count_parameters, forward_backward_bytes, summary
 # BatchNorm statistics recomputed without it (recompute_batchnorm_statistics).
 RECIPES = {
     1: dict(batch_size=32, lr=0.01, momentum=0.9, weight_decay=0.0, step_size=15, gamma=1.0,
-            augment=False, rotation=7.0, recompute_bn=False),
+            augment=False, rotation=7.0, shift=0.0, recompute_bn=False),
     2: dict(batch_size=32, lr=0.01, momentum=0.9, weight_decay=0.0, step_size=15, gamma=1.0,
-            augment=False, rotation=7.0, recompute_bn=True),
+            augment=False, rotation=7.0, shift=0.0, recompute_bn=True),
     3: dict(batch_size=32, lr=0.02, momentum=0.9, weight_decay=5e-4, step_size=6, gamma=0.1,
-            augment=True, rotation=7.0, recompute_bn=True),
+            augment=True, rotation=7.0, shift=0.0, recompute_bn=True),
     4: dict(batch_size=32, lr=0.02, momentum=0.9, weight_decay=5e-4, step_size=6, gamma=0.1,
-            augment=True, rotation=7.0, recompute_bn=True),
+            augment=True, rotation=7.0, shift=0.0, recompute_bn=True),
 }
 TARGET_ACCURACY = 99.40   # percent of the test set, in each of the last TARGET_EPOCHS epochs
 TARGET_EPOCHS = 3
@@ -166,9 +166,9 @@ def run_epoch(epoch, model, optimizer, train_split, test_split, generator, args)
     print(f"\nEPOCH: {epoch}")
     lr = optimizer.param_groups[0]["lr"]
     train_steps = 1 if args.dry_run else math.ceil(len(train_split[1]) / args.batch_size)
-    rotation = args.rotation if args.augment else 0.0
+    rotation, shift = (args.rotation, args.shift) if args.augment else (0.0, 0.0)
     start = time.perf_counter()
-    batches = data.train_batches(*train_split, args.batch_size, generator, rotation)
+    batches = data.train_batches(*train_split, args.batch_size, generator, rotation, shift)
     train_loss, train_accuracy = train_epoch(model, batches, train_steps, optimizer)
     train_seconds = time.perf_counter() - start
     tests, tested = test_epoch(model, train_split, test_split, args)
@@ -278,6 +278,7 @@ def configuration(args, parameters):
         "optimizer": "SGD", "lr": args.lr, "momentum": args.momentum, "weight_decay": args.weight_decay,
         "scheduler": "StepLR", "step_size": args.step_size, "gamma": args.gamma,
         "augment": args.augment, "rotation_degrees": args.rotation if args.augment else 0.0,
+        "shift_pixels": args.shift if args.augment else 0.0,
         "recompute_bn": args.recompute_bn, "recompute_images": RECOMPUTE_IMAGES if args.recompute_bn else 0,
         "seed": args.seed, "device": str(args.device), "dry_run": args.dry_run,
         "threads": torch.get_num_threads(),
@@ -331,9 +332,11 @@ def build_parser():
     p.add_argument("--step-size", type=bounded(int), help="StepLR: epochs between decays (default: the recipe's)")
     p.add_argument("--gamma", type=bounded(float), help="StepLR: factor at each decay (default: the recipe's)")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction,
-                   help="random rotation of training images (default: the recipe's: Models 3 and 4)")
+                   help="random rotation (and --shift) of training images (default: the recipe's: Models 3 and 4)")
     p.add_argument("--rotation", type=bounded(float, 0, 180, high_allowed=True), metavar="DEGREES",
                    help="with --augment, the largest angle of rotation, in (0, 180] (default: 7)")
+    p.add_argument("--shift", type=bounded(float, 0, 14, low_allowed=True), metavar="PIXELS",
+                   help="with --augment, the largest shift along each axis, in [0, 14) (default: the recipe's, 0)")
     p.add_argument("--recompute-bn", action=argparse.BooleanOptionalAction,
                    help="test with BatchNorm statistics recomputed over training images with Dropout off, "
                         "and report the statistics as trained beside them; --no-recompute-bn tests as "
