@@ -642,6 +642,6 @@ class TestCommittedResults(unittest.TestCase):
         notebook = (tables.RESULTS / "README.md").read_text()
         self.assertIn(tables.headline_table(), readme)
         self.assertIn("results/accuracy.svg", readme)
-        for table in (tables.runs_table(), tables.search_table(), tables.recipe_summary()):
+        for table in (tables.runs_table(), tables.search_table(), tables.recipe_summary(), tables.screen_table()):
             self.assertIn(table, notebook)
         self.assertEqual(tables.SVG.read_text(), tables.accuracy_svg())

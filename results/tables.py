@@ -5,9 +5,11 @@ wrote under results/:
 
 results/modelM/seedS.json are the runs of each model's recipe as it is now; results/earlier/,
 results/more-seeds/, results/gpu-h200/ and results/recipe-search/ hold the runs that chose the
-recipes and those of earlier recipes (results/README.md says which is which). Unit tests check
-that the READMEs hold exactly these tables and that the picture is what this file draws, so
-neither can drift from the runs.
+recipes and those of earlier recipes (results/README.md says which is which); results/screen/
+the runs of the candidates for Model 4 (results/screen.py). A dry run or an unfinished run is
+never counted as a result: the command names each one it leaves out. Unit tests check that the
+READMEs hold exactly these tables and that the picture is what this file draws, so neither can
+drift from the runs.
 """
 import collections
 import json
@@ -49,13 +51,29 @@ def level(tests):
 
 
 def finished(run):
-    return len(run["epochs"]) == run["config"]["epochs"] and not run.get("interrupted")
+    """A result: every epoch it was asked for, not interrupted, not a --dry-run."""
+    return not why_not_counted(run)
+
+
+def why_not_counted(run):
+    """Why a run's numbers are not a result, or "" where they are."""
+    if run["config"].get("dry_run"):
+        return "a --dry-run"
+    if run.get("interrupted") or len(run["epochs"]) != run["config"]["epochs"]:
+        return f"unfinished ({len(run['epochs'])} of {run['config']['epochs']} epochs)"
+    return ""
 
 
 def model_runs(model):
-    """The runs of model M's recipe, results/modelM/seedS.json, by seed."""
+    """The finished runs of model M's recipe, results/modelM/seedS.json, by seed."""
     runs = [read_run(path) for path in (RESULTS / f"model{model}").glob("seed*.json")]
-    return sorted(runs, key=lambda run: run["config"]["seed"])
+    return sorted(filter(finished, runs), key=lambda run: run["config"]["seed"])
+
+
+def not_counted(folder=RESULTS):
+    """(path, why) for every metrics file under results/ that no table counts as a result."""
+    runs = ((path, read_run(path)) for path in sorted(folder.rglob("*.json")))
+    return [(path.relative_to(folder), why_not_counted(run)) for path, run in runs if why_not_counted(run)]
 
 
 def seeds(runs):
@@ -184,6 +202,30 @@ def recipe_summary(folder=RESULTS, fewest=3):
     return "\n".join(lines + [line for _, _, line in sorted(rows)])
 
 
+def screen_table(folder=RESULTS / "screen"):
+    """The candidates for Model 4 (results/screen.py), best level first: parameters, the seeds
+    run, how many met the target, the level and its spread over seeds, the lowest of the last
+    epochs, and the best training accuracy (a candidate that fits better trains higher)."""
+    groups = {}
+    for path in sorted(folder.glob("*.json")):
+        run = read_run(path)
+        if finished(run):
+            groups.setdefault(run["config"]["candidate"], []).append(run)
+    rows = []
+    for name, runs in groups.items():
+        runs.sort(key=lambda run: run["config"]["seed"])
+        tests = [test_accuracies(run) for run in runs]
+        levels = [level(t) for t in tests]
+        spread = f"{statistics.stdev(levels):.2f}" if len(levels) > 1 else "—"
+        train = statistics.mean(run["result"]["best_train_accuracy"] for run in runs)
+        rows.append((-statistics.mean(levels), f"| `{name}` | {runs[0]['config']['parameters']:,} | {seeds(runs)} | "
+                     f"{sum(target_met(t) for t in tests)}/{len(runs)} | {statistics.mean(levels):.2f} | {spread} | "
+                     f"{min(min(t[-TARGET_EPOCHS:]) for t in tests):.2f} | {train:.2f} |"))
+    lines = [f"| candidate | parameters | seeds | target met | level % | spread | lowest of last {TARGET_EPOCHS} % "
+             f"| best train acc. %, mean |", "|---|---|---|---|---|---|---|---|"]
+    return "\n".join(lines + [row for _, row in sorted(rows)])
+
+
 def accuracy_svg(models=(3, 4), low=98.8, high=99.7):
     """A picture of the target: test accuracy per epoch of every run of Models 3 and 4's recipes,
     one thin line per seed, the 99.40% line across, the last epochs shaded. Accuracies below
@@ -228,7 +270,10 @@ def accuracy_svg(models=(3, 4), low=98.8, high=99.7):
 
 
 if __name__ == "__main__":
+    for path, why in not_counted():
+        print(f"not counted: results/{path.as_posix()}: {why}", file=sys.stderr)
     SVG.write_text(accuracy_svg())
     for title, text in (("headline (README.md)", headline_table()), ("runs of the recipes", runs_table()),
-                        ("recipe search", search_table()), ("recipes over seeds", recipe_summary())):
+                        ("recipe search", search_table()), ("recipes over seeds", recipe_summary()),
+                        ("the screen for Model 4", screen_table())):
         print(f"## {title}\n\n{text}\n")
