@@ -35,24 +35,27 @@ def default_data_dir():
 
 
 def raw_folder(data_dir):
-    return Path(data_dir) / "MNIST" / "raw"
+    """data_dir/MNIST/raw, with ~ expanded as a shell (and torchvision) would."""
+    return Path(data_dir).expanduser() / "MNIST" / "raw"
 
 
-def _download(data_dir):
+def _download(data_dir, missing):
     """Fetch the four files as torchvision does; its per-mirror chatter is kept out of the log."""
-    print(f"Downloading MNIST to {raw_folder(data_dir)} ...", flush=True)
+    folder = raw_folder(data_dir)
+    print(f"Downloading MNIST to {folder} ...", flush=True)
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            datasets.MNIST(data_dir, train=True, download=True)
+            datasets.MNIST(folder.parent.parent, train=True, download=True)
     except Exception:
+        what = "MNIST is not" if len(missing) == len(RAW_FILES) else f"{', '.join(missing)} of MNIST are not"
         raise DataError(
-            f"MNIST is not in {raw_folder(data_dir)} and could not be downloaded; "
+            f"{what} in {folder} and could not be downloaded; "
             f"put the files {', '.join(RAW_FILES)} there (uncompressed IDX) or pass --data-dir"
         ) from None
 
 
 def check_idx_file(path):
-    """Raise DataError unless the file's size is what its IDX header promises."""
+    """The dimensions in the file's IDX header; DataError unless its size is what they promise."""
     with open(path, "rb") as f:
         header = f.read(4)
         if len(header) < 4 or header[:2] != b"\0\0" or header[2] != 0x08:
@@ -66,16 +69,41 @@ def check_idx_file(path):
             f"{path} is truncated or corrupt ({size:,} bytes, its header promises {expected:,}); "
             "delete it to download it again"
         )
+    return dims
+
+
+def check_mnist(folder):
+    """Raise DataError unless the four files hold what training needs: per split, as many labels as
+    28x28 images, each label a digit 0-9, and training images that are not the test images. Each
+    message is one line naming the file; sizes against headers are check_idx_file's."""
+    dims = {name: check_idx_file(folder / name) for name in RAW_FILES}
+    for images, labels in (RAW_FILES[:2], RAW_FILES[2:]):
+        if len(dims[images]) != 3 or dims[images][1:] != [28, 28]:
+            shape = " x ".join(f"{d:,}" for d in dims[images])
+            raise DataError(f"{folder / images} does not hold 28x28 images (its header says {shape})")
+        if len(dims[labels]) != 1:
+            raise DataError(f"{folder / labels} is not a file of labels (its header has "
+                            f"{len(dims[labels])} dimensions, not 1)")
+        if dims[labels][0] != dims[images][0]:
+            raise DataError(f"{folder / labels} holds {dims[labels][0]:,} labels for the "
+                            f"{dims[images][0]:,} images of {images}; the two files are of different sets")
+        largest = max((folder / labels).read_bytes()[8:], default=0)
+        if largest > 9:
+            raise DataError(f"{folder / labels} holds the label {largest}; a digit's label is 0-9")
+    train_images, test_images = folder / RAW_FILES[0], folder / RAW_FILES[2]
+    if dims[RAW_FILES[0]] == dims[RAW_FILES[2]] and train_images.read_bytes() == test_images.read_bytes():
+        raise DataError(f"{train_images} holds the same images as {test_images.name}; "
+                        "training on the test set measures nothing")
 
 
 def load_split(data_dir, train, device="cpu"):
     """(pixels, labels) of one split on the device: pixels float32 (N, 1, 28, 28) in [0, 1]."""
     folder = raw_folder(data_dir)
-    if not all((folder / name).is_file() for name in RAW_FILES):
-        _download(data_dir)
-    for name in RAW_FILES:
-        check_idx_file(folder / name)
-    split = datasets.MNIST(data_dir, train=train, download=False)
+    missing = [name for name in RAW_FILES if not (folder / name).is_file()]
+    if missing:
+        _download(data_dir, missing)
+    check_mnist(folder)
+    split = datasets.MNIST(folder.parent.parent, train=train, download=False)
     pixels = split.data.to(device).unsqueeze(1).float().div_(255)
     return pixels, split.targets.to(device)
 

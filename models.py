@@ -221,6 +221,7 @@ def summary(model, input_size=(1, 28, 28)):
 
 if __name__ == "__main__":
     for number, model_class in MODELS.items():
-        print(f"Model {number}: {model_class.__doc__.splitlines()[0]}")
+        target = " ".join(model_class.__doc__.split("\n\n")[0].split())   # the first paragraph, whole
+        print(f"Model {number}: {target}")
         print(summary(model_class()))
         print()

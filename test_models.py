@@ -421,7 +421,8 @@ class TestTrainCommandLine(unittest.TestCase):
         for available, fits in ((needed, True), (needed - 1, False)):
             with self.subTest(available=available), \
                     unittest.mock.patch.object(train, "available_memory", return_value=available):
-                code, out, err = run_main(self.args("--batch-size", "64", "--dry-run", "--epochs", "1"))
+                code, out, err = run_main(self.args("--batch-size", "64", "--test-batch-size", "64",
+                                                    "--dry-run", "--epochs", "1"))
                 if fits:
                     self.assertEqual((code, err), (0, ""))
                     self.assertIn("EPOCH: 0", out)
@@ -525,6 +526,154 @@ class TestTrainCommandLine(unittest.TestCase):
         self.assertIn("Target (>= 99.40% test accuracy in each of the last 3 epochs): not met", out)
 
 
+    def test_sigterm_ends_a_run_as_ctrl_c_does_and_leaves_no_temporary_file(self):
+        metrics = self.tmp / "m.json"
+        child = subprocess.Popen(
+            [sys.executable, str(HERE / "train.py"), "--model", "1", "--epochs", "100000",
+             "--data-dir", str(self.tmp / "data"), "--metrics", str(metrics)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 900   # a safety net for a busy machine, not a speed limit
+        while not metrics.exists() and time.monotonic() < deadline and child.poll() is None:
+            time.sleep(0.05)
+        self.assertTrue(metrics.exists(), "no epoch finished")
+        child.terminate()
+        out, err = child.communicate(timeout=900)
+        self.assertEqual(child.returncode, 128 + signal.SIGTERM, err)
+        self.assertNotIn("Traceback", err)
+        record = json.loads(metrics.read_text())
+        self.assertTrue(record["interrupted"])
+        self.assertIn("result", record)
+        self.assertIn(f"Stopped by SIGTERM: {len(record['epochs'])} finished epoch(s)", out)
+        self.assertEqual([p.name for p in self.tmp.iterdir() if p.name.startswith(".tmp-")], [])
+
+    def test_an_output_path_that_names_a_folder_or_the_other_output_fails_before_training(self):
+        folder = str(self.tmp / "new") + os.sep          # a folder that does not exist yet
+        existing = str(self.tmp) + os.sep + "sub" + os.sep
+        (self.tmp / "sub").mkdir()
+        same = str(self.tmp / "both.out")
+        cases = [["--save-model", folder], ["--metrics", folder], ["--save-model", existing],
+                 ["--metrics", existing], ["--metrics", same, "--save-model", same],
+                 ["--metrics", same, "--save-model", str(self.tmp / "." / "both.out")]]
+        for extra in cases:
+            with self.subTest(args=extra):
+                code, out, err = run_main(self.args("--dry-run", *extra))
+                self.assertEqual(code, 2)
+                self.assertEqual(out, "")
+                self.assertEqual(len(err.strip().splitlines()), 1, err)
+                self.assertFalse((self.tmp / "both.out").exists())
+
+    def test_written_files_get_the_mode_of_an_ordinary_file(self):
+        for umask, mode in ((0o022, 0o644), (0o077, 0o600), (0o002, 0o664)):
+            with self.subTest(umask=oct(umask)):
+                metrics, weights = self.tmp / f"m{umask}.json", self.tmp / f"m{umask}.pt"
+                previous = os.umask(umask)
+                try:
+                    code, _, err = run_main(self.args("--dry-run", "--epochs", "1", "--metrics", str(metrics),
+                                                      "--save-model", str(weights)))
+                finally:
+                    os.umask(previous)
+                self.assertEqual(code, 0, err)
+                for path in (metrics, weights):
+                    self.assertEqual(path.stat().st_mode & 0o777, mode, path)
+
+    def test_data_whose_headers_are_right_and_whose_contents_are_not_exits_1_naming_the_file(self):
+        files = {name: (self.raw / name).read_bytes() for name in data.RAW_FILES}
+        train_images, train_labels, test_images, test_labels = (self.raw / name for name in data.RAW_FILES)
+        def labels_of(value):
+            return files[data.RAW_FILES[3]][:8] + bytes([value]) * (len(files[data.RAW_FILES[3]]) - 8)
+        def images_of(n, rows, columns):
+            header = (2051).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in (n, rows, columns))
+            return header + bytes(n * rows * columns)
+        cases = [  # (the file to replace, its new contents, the file the message must name)
+            (test_labels, labels_of(255), test_labels),
+            (train_images, files[data.RAW_FILES[2]], train_labels),    # the test images in its place
+            (train_labels, files[data.RAW_FILES[3]], train_labels),    # the test labels in its place
+            (train_images, images_of(320, 14, 56), train_images),
+            (test_labels, files[data.RAW_FILES[2]], test_labels),      # images where labels belong
+        ]
+        for path, contents, named in cases:
+            with self.subTest(file=path.name, named=named.name):
+                for name, original in files.items():
+                    (self.raw / name).write_bytes(original)
+                path.write_bytes(contents)
+                code, out, err = run_main(self.args("--dry-run"))
+                self.assertEqual(code, 1)
+                self.assertEqual(len(err.strip().splitlines()), 1, err)
+                self.assertIn(str(named), err)
+                self.assertNotIn("EPOCH", out)
+        for name, original in files.items():   # both training files are the test files
+            (self.raw / name).write_bytes(original)
+        train_images.write_bytes(files[data.RAW_FILES[2]])
+        train_labels.write_bytes(files[data.RAW_FILES[3]])
+        code, out, err = run_main(self.args("--dry-run"))
+        self.assertEqual(code, 1)
+        self.assertIn(f"{train_images} holds the same images as {test_images.name}", err)
+
+    def test_a_partial_data_folder_names_the_missing_files(self):
+        (self.raw / "t10k-labels-idx1-ubyte").unlink()
+        offline = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
+                   "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "no_proxy": ""}
+        with unittest.mock.patch.object(data.datasets, "MNIST", side_effect=OSError("offline")), \
+                unittest.mock.patch.dict(os.environ, offline):
+            code, _, err = run_main(self.args("--dry-run"))
+        self.assertEqual(code, 1)
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
+        self.assertIn("t10k-labels-idx1-ubyte of MNIST are not in", err)
+        self.assertNotIn("train-images-idx3-ubyte of", err)
+
+    def test_a_data_folder_under_the_home_tilde_is_found(self):
+        with unittest.mock.patch.dict(os.environ, {"HOME": str(self.tmp), "MNIST_DIR": "~/data"}):
+            for argv in (["--data-dir", "~/data"], []):
+                with self.subTest(argv=argv):
+                    code, out, err = run_main(["--dry-run", "--epochs", "1", *argv])
+                    self.assertEqual(code, 0, err)
+                    self.assertIn("EPOCH: 0", out)
+        self.assertFalse((Path.cwd() / "~").exists())
+
+    def test_numbers_beyond_float32_exit_2_with_one_line(self):
+        for extra in (["--lr", "1e39"], ["--weight-decay", "1e39"], ["--momentum", "1e39"], ["--gamma", "3.5e38"]):
+            with self.subTest(args=extra):
+                code, out, err = run_main(self.args(*extra))
+                self.assertEqual(code, 2)
+                self.assertEqual(out, "")
+                self.assertEqual(len(err.strip().splitlines()), 1, err)
+                self.assertIn("float32", err)
+
+    def test_a_huge_test_batch_is_the_test_set_and_the_memory_check_covers_it(self):
+        metrics = self.tmp / "m.json"
+        code, _, err = run_main(self.args("--dry-run", "--epochs", "1", "--test-batch-size", str(10 ** 9),
+                                          "--metrics", str(metrics)))
+        self.assertEqual(code, 0, err)
+        self.assertEqual(json.loads(metrics.read_text())["config"]["test_batch_size"], 160)
+        split_bytes = (320 + 160) * (28 * 28 * 4 + 8)
+        needed = forward_backward_bytes(MODELS[3]()) * 160 / 2 + split_bytes + 3 * 4 * 7788
+        for available, fits in ((needed, True), (needed - 1, False)):
+            with self.subTest(available=available), \
+                    unittest.mock.patch.object(train, "available_memory", return_value=available):
+                code, out, err = run_main(self.args("--batch-size", "8", "--dry-run", "--epochs", "1"))
+                self.assertEqual(code, 0 if fits else 1, err)
+                if not fits:
+                    self.assertIn("--test-batch-size 160", err)
+                    self.assertEqual(len(err.strip().splitlines()), 1, err)
+
+    def test_a_stream_that_cannot_encode_the_bar_gets_ascii(self):
+        result = subprocess.run(
+            [sys.executable, str(HERE / "train.py"), *self.args("--dry-run", "--epochs", "1")],
+            capture_output=True, env=dict(os.environ, PYTHONIOENCODING="ascii"), timeout=900)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn(b"|##########| 1/1", result.stdout)
+        self.assertNotIn(b"Traceback", result.stderr)
+
+    def test_the_end_says_how_many_last_accuracies_there_are(self):
+        for epochs, words in (("1", "Last test accuracy: "), ("2", "Last 2 test accuracies: "),
+                              ("4", "Last 3 test accuracies: ")):
+            with self.subTest(epochs=epochs):
+                code, out, err = run_main(self.args("--dry-run", "--epochs", epochs))
+                self.assertEqual(code, 0, err)
+                line = next(line for line in out.splitlines() if line.startswith("Last "))
+                self.assertTrue(line.startswith(words), line)
+                self.assertEqual(line.count("%"), min(int(epochs), 3))
+
 
 class TestEvaluate(unittest.TestCase):
     def test_evaluate_matches_a_plain_forward_pass_and_leaves_the_model_alone(self):
@@ -596,6 +745,24 @@ class TestTables(unittest.TestCase):
         self.assertEqual(len(lines), 4)   # header, rule, model3/ and recipe a; b has one seed
         self.assertEqual(lines[2], "| `model3` | 3 | 2 | 2/2 | 99.50 | 0.00 | 99.40 | 1/2 | 99.38 |")
         self.assertEqual(lines[3], "| `a` | 3 | 2 | 1/2 | 99.45 | 0.07 | 99.30 | — | — |")
+
+    def test_a_dry_run_or_an_unfinished_run_is_never_counted_and_is_named(self):
+        def run(seed, dry_run=False, interrupted=False, epochs=3):
+            config = {"model": 3, "seed": seed, "epochs": 3, "dry_run": dry_run}
+            record = {"config": config, "epochs": [{"test_accuracy": 42.73}] * epochs}
+            return dict(record, interrupted=True) if interrupted else record
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp) / "model3"
+            folder.mkdir()
+            for name, metrics in (("seed1", run(1)), ("seed2", run(2)), ("seed3", run(3, dry_run=True)),
+                                  ("seed4", run(4, interrupted=True)), ("seed5", run(5, epochs=2))):
+                (folder / f"{name}.json").write_text(json.dumps(metrics))
+            lines = tables.recipe_summary(Path(tmp), fewest=2).splitlines()
+            skipped = tables.not_counted(Path(tmp))
+        self.assertEqual(lines[2].split(" | ")[2], "2")   # seeds 1 and 2 only
+        self.assertEqual([(p.as_posix(), why) for p, why in skipped],
+                         [("model3/seed3.json", "a --dry-run"), ("model3/seed4.json", "interrupted (3 of 3 epochs)"),
+                          ("model3/seed5.json", "unfinished (2 of 3 epochs)")])
 
 
 class TestCommittedResults(unittest.TestCase):

@@ -13,6 +13,7 @@ import copy
 import json
 import math
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -46,6 +47,7 @@ TARGET_EPOCHS = 3
 CHECK_EVERY = 25          # steps between reads of the running loss (a host sync on a GPU)
 RECOMPUTE_IMAGES = 10000  # the first training images, over which BatchNorm statistics are recomputed
 SEED_LIMIT = 2 ** 64 - 1  # the largest seed torch.manual_seed takes
+FLOAT32_MAX = torch.finfo(torch.float32).max   # a number flag beyond it is infinite in training
 
 
 # Training: one pass over the training images.
@@ -192,13 +194,15 @@ def run_epoch(epoch, model, optimizer, train_split, test_split, generator, args)
 
 
 def run(args):
-    """Train as args say; the exit status: 0 done, 1 diverged, 130 interrupted by Ctrl-C."""
+    """Train as args say; the exit status: 0 done, 1 diverged, 130 interrupted by Ctrl-C, 143
+    stopped by SIGTERM (a finished epoch is never lost: the metrics say how far it got)."""
     torch.manual_seed(args.seed)
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
     available = available_memory(args.device)
     train_split = data.load_split(args.data_dir, train=True, device=args.device)
     test_split = data.load_split(args.data_dir, train=False, device=args.device)
     check_batch_size(args, train_split)
+    args.test_batch_size = min(args.test_batch_size, len(test_split[1]))   # all of it, at most
 
     model = MODELS[args.model]().to(args.device)
     check_memory(model, args, sum(t.nbytes for t in (*train_split, *test_split)), available)
@@ -218,9 +222,10 @@ def run(args):
             scheduler.step()
             if args.metrics:
                 save_json(args.metrics, metrics)
-    except KeyboardInterrupt:
-        print(f"\nInterrupted: {len(history)} finished epoch(s) reported below.")
+    except KeyboardInterrupt as stop:
+        print(f"\n{stop_name(stop)}: {len(history)} finished epoch(s) reported below.")
         metrics["interrupted"] = True
+        status = exit_status(stop)
     except Diverged:
         print(f"error: the loss became NaN or infinite in epoch {len(history)}; try a lower --lr "
               f"(this run used {args.lr:g})", file=sys.stderr)
@@ -229,7 +234,7 @@ def run(args):
     if args.metrics:
         save_json(args.metrics, metrics)
     if metrics.get("interrupted"):
-        return 130
+        return status
     if args.save_model:   # the model as last tested: with recomputed statistics where it was so tested
         write_atomically(args.save_model, lambda f: torch.save(tested.state_dict(), f))
         print(f"Saved the model's state_dict to {args.save_model}")
@@ -262,7 +267,9 @@ def report(history, parameters):
         print(f"Best train accuracy: {verdict['best_train_accuracy']:.2f}%")
         print(f"Best test accuracy: {verdict['best_test_accuracy']:.2f}%")
     print(f"Total parameters: {parameters:,}")
-    print("Last 3 test accuracies: " + ", ".join(f"{a:.2f}%" for a in verdict["last_test_accuracies"]))
+    last = verdict["last_test_accuracies"]
+    what = "Last test accuracy" if len(last) == 1 else f"Last {len(last)} test accuracies"
+    print(f"{what}: " + ", ".join(f"{a:.2f}%" for a in last))
     if as_trained:
         print("  with BatchNorm statistics as trained: " + ", ".join(f"{a:.2f}%" for a in as_trained[-TARGET_EPOCHS:]))
     print(f"Target ({verdict['target']}): {'met' if verdict['target_met'] else 'not met'}")
@@ -305,6 +312,8 @@ def bounded(kind, low=0, high=None, low_allowed=False, high_allowed=False):
             raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
         if isinstance(value, float) and not math.isfinite(value):   # ints are exact, however long
             raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+        if isinstance(value, float) and abs(value) > FLOAT32_MAX:    # training holds it in float32
+            raise argparse.ArgumentTypeError(f"must be at most {FLOAT32_MAX:.4g} (float32), got {text}")
         above = value >= low if low_allowed else value > low
         below = high is None or (value <= high if high_allowed else value < high)
         if not (above and below):
@@ -360,10 +369,15 @@ def parse_args(argv=None):
     for name, value in RECIPES[args.model].items():
         if getattr(args, name, None) is None:
             setattr(args, name, value)
-    for flag, path in (("--save-model", args.save_model), ("--metrics", args.metrics)):
+    args.data_dir = os.path.expanduser(args.data_dir)
+    for flag, name in (("--save-model", "save_model"), ("--metrics", "metrics")):
+        path = getattr(args, name) and os.path.expanduser(getattr(args, name))
+        setattr(args, name, path)
         problem = path and unwritable(path)
         if problem:
             parser.error(f"argument {flag}: cannot write {path}: {problem}")
+    if args.save_model and args.metrics and os.path.realpath(args.save_model) == os.path.realpath(args.metrics):
+        parser.error(f"argument --metrics: {args.metrics} is the --save-model file too; give each its own")
     try:
         args.device = pick_device(args.device)
     except ValueError as e:
@@ -418,18 +432,24 @@ def check_batch_size(args, train_split):
 
 
 def check_memory(model, args, data_bytes, available):
-    """Refuse, before the first step, a batch whose training step cannot fit: the activations and
-    their gradients for the batch (the summary's per-image figure times the batch size), the data
-    set, and the parameters with their gradients and momentum, against what the device had free."""
+    """Refuse, before the first step, a batch that cannot fit: the activations and their gradients
+    for a training batch (the summary's per-image figure times the batch size), or the activations
+    alone for a test batch, whichever is more; the data set; the parameters with their gradients
+    and momentum; against what the device had free."""
     if available is None:
         return
     parameter_bytes = 3 * 4 * count_parameters(model)[0]
-    needed = forward_backward_bytes(model) * args.batch_size + data_bytes + parameter_bytes
+    per_image = forward_backward_bytes(model)
+    flag, batch = "--batch-size", args.batch_size
+    if args.test_batch_size > 2 * args.batch_size:   # a test pass keeps no gradients: half as much
+        flag, batch = "--test-batch-size", args.test_batch_size
+    needed = per_image * max(args.batch_size, args.test_batch_size / 2) + data_bytes + parameter_bytes
     if needed > available:
         gib = 1024 ** 3
-        raise TooLarge(f"a training step at --batch-size {args.batch_size:,} needs about {needed / gib:.1f} GiB "
+        step = "a training step" if flag == "--batch-size" else "a test pass"
+        raise TooLarge(f"{step} at {flag} {batch:,} needs about {needed / gib:.1f} GiB "
                        f"(activations, data and parameters) but {args.device} has {available / gib:.1f} GiB "
-                       f"available; use a smaller --batch-size")
+                       f"available; use a smaller {flag}")
 
 
 # Files: checked writable before training, never left half written.
@@ -438,6 +458,8 @@ def unwritable(path):
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         return "it is a folder"
+    if path.endswith(os.sep) or (os.altsep and path.endswith(os.altsep)):
+        return "it ends in a separator, so it names a folder, not a file"
     if not os.path.isdir(folder):
         return f"no folder {folder}"
     try:
@@ -456,10 +478,17 @@ def write_atomically(path, write):
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+        os.chmod(tmp, 0o666 & ~current_umask())   # the mode open() would give it, not mkstemp's 0600
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def current_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def save_json(path, obj):
@@ -474,6 +503,7 @@ class Progress:
     def __init__(self, total, stream=None):
         self.total, self.stream = total, stream or sys.stdout
         self.live = self.stream.isatty()
+        self.block = "█" if can_encode(self.stream, "█") else "#"   # an ASCII console gets tqdm's #
         self.start = self.drawn = time.perf_counter()
 
     def line(self, done, loss, accuracy):
@@ -481,7 +511,7 @@ class Progress:
         rate = done / elapsed if elapsed > 0 else 0.0
         remaining = (self.total - done) / rate if rate > 0 else 0.0
         filled = done * 10 // self.total
-        bar = "█" * filled + " " * (10 - filled)
+        bar = self.block * filled + " " * (10 - filled)
         return (f"Loss={loss:.4f} Batch_id={done - 1} Accuracy={accuracy:.2f}: "
                 f"{100 * done // self.total:3d}%|{bar}| {done}/{self.total} "
                 f"[{clock(elapsed)}<{clock(remaining)}, {rate:.2f}it/s]")
@@ -498,6 +528,14 @@ class Progress:
         self.stream.flush()
 
 
+def can_encode(stream, text):
+    try:
+        text.encode(getattr(stream, "encoding", None) or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
 def clock(seconds):
     minutes, seconds = divmod(int(seconds), 60)
     return f"{minutes:02d}:{seconds:02d}"
@@ -507,9 +545,28 @@ class Diverged(Exception):
     """The training loss is no longer a finite number: train_epoch stops the run at once."""
 
 
+# Stopping: Ctrl-C and SIGTERM end a run the same way, its finished epochs kept.
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, a job scheduler, a container stop), raised where the run is, as Ctrl-C is."""
+
+
+def raise_terminated(signum, frame):
+    raise Terminated
+
+
+def stop_name(stop):
+    return "Stopped by SIGTERM" if isinstance(stop, Terminated) else "Interrupted"
+
+
+def exit_status(stop):
+    """The shell's convention: 128 plus the signal's number (130 for Ctrl-C, 143 for SIGTERM)."""
+    return 128 + (signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT)
+
+
 # The script.
 def main(argv=None):
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, raise_terminated)
     try:
         return run(args)
     except BadArgument as e:
@@ -518,9 +575,9 @@ def main(argv=None):
     except (data.DataError, TooLarge) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("\nInterrupted before training started.", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:
+        print(f"\n{stop_name(stop)} before training started.", file=sys.stderr)
+        return exit_status(stop)
 
 
 if __name__ == "__main__":

@@ -59,8 +59,11 @@ def why_not_counted(run):
     """Why a run's numbers are not a result, or "" where they are."""
     if run["config"].get("dry_run"):
         return "a --dry-run"
-    if run.get("interrupted") or len(run["epochs"]) != run["config"]["epochs"]:
-        return f"unfinished ({len(run['epochs'])} of {run['config']['epochs']} epochs)"
+    done = f"{len(run['epochs'])} of {run['config']['epochs']} epochs"
+    if run.get("interrupted"):
+        return f"interrupted ({done})"
+    if len(run["epochs"]) != run["config"]["epochs"]:
+        return f"unfinished ({done})"
     return ""
 
 
