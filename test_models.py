@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import torch.nn as nn
 
 import data
 import train
-from results import tables
+from results import errors, tables
 from models import MODELS, count_parameters, forward_backward_bytes, summary
 
 HERE = Path(__file__).resolve().parent
@@ -763,6 +764,70 @@ class TestTables(unittest.TestCase):
         self.assertEqual([(p.as_posix(), why) for p, why in skipped],
                          [("model3/seed3.json", "a --dry-run"), ("model3/seed4.json", "interrupted (3 of 3 epochs)"),
                           ("model3/seed5.json", "unfinished (2 of 3 epochs)")])
+
+
+class TestErrorsPicture(unittest.TestCase):
+    """results/errors.py: the misclassified test digits and the confusion matrix of a saved model."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = Path(tempfile.mkdtemp())
+        write_tiny_mnist(cls.tmp / "data")
+        cls.weights = cls.tmp / "m.pt"
+        code, _, err = run_main(["--model", "1", "--epochs", "1", "--data-dir", str(cls.tmp / "data"),
+                                 "--save-model", str(cls.weights)])   # a few steps: some right, some wrong
+        assert code == 0, err
+        cls.pixels, cls.labels = data.load_split(cls.tmp / "data", train=False)
+        cls.model = errors.load_model(cls.weights, 1, torch.device("cpu"))
+
+    @classmethod
+    def tearDownClass(cls):
+        import shutil
+        shutil.rmtree(cls.tmp)
+
+    def test_the_digits_drawn_are_the_errors_that_evaluate_counts_with_the_models_own_labels(self):
+        _, correct, total = train.evaluate(self.model, data.test_batches(self.pixels, self.labels, 50), 4)
+        predicted, probability = errors.predictions(self.model, self.pixels, self.labels)
+        svg = errors.draw(self.pixels, self.labels, predicted, probability, "test")
+        captions = [tuple(map(int, pair)) for pair in re.findall(r">(\d) → (\d)</text>", svg)]
+        self.assertGreater(total - correct, 0)
+        self.assertEqual(svg.count("<image "), total - correct)
+        self.assertEqual(len(captions), total - correct)
+        with torch.no_grad():
+            own = self.model.eval()(data.normalize(self.pixels)).argmax(dim=1)
+        wrong = [(self.labels[i].item(), own[i].item()) for i in range(total) if own[i] != self.labels[i]]
+        self.assertEqual(sorted(captions), sorted(wrong))
+        self.assertEqual([t for t, _ in captions], sorted(t for t, _ in captions))   # by true class
+
+    def test_the_confusion_matrix_sums_to_the_test_set_and_its_diagonal_to_the_correct_count(self):
+        _, correct, total = train.evaluate(self.model, data.test_batches(self.pixels, self.labels, 50), 4)
+        predicted, _ = errors.predictions(self.model, self.pixels, self.labels)
+        matrix = errors.confusion_matrix(self.labels, predicted)
+        self.assertEqual(tuple(matrix.shape), (10, 10))
+        self.assertEqual(matrix.sum().item(), total)
+        self.assertEqual(matrix.diag().sum().item(), correct)
+        self.assertEqual(matrix.sum(dim=1).tolist(), torch.bincount(self.labels, minlength=10).tolist())
+
+    def test_a_model_without_errors_draws_an_empty_grid_that_says_so(self):
+        svg = errors.draw(self.pixels, self.labels, self.labels.clone(), torch.ones(len(self.labels)), "perfect")
+        self.assertEqual(svg.count("<image "), 0)
+        self.assertIn("No test digit is misclassified.", svg)
+        self.assertIn("100.00%", svg)
+
+    def test_the_command_writes_the_picture_and_refuses_weights_of_another_model(self):
+        out_svg = self.tmp / "e.svg"
+        argv = [str(self.weights), "--model", "1", "--data-dir", str(self.tmp / "data"), "--out", str(out_svg)]
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            self.assertEqual(errors.main(argv), 0)
+        self.assertTrue(out_svg.read_text().startswith("<svg"))
+        self.assertIn("test digits misclassified", out.getvalue())
+        for bad in (["--model", "3"], ["--model", "1", "--out", str(self.tmp / "no" / "e.svg")]):
+            with self.subTest(args=bad):
+                argv = [str(self.weights), "--data-dir", str(self.tmp / "data"), *bad]
+                with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err := io.StringIO()):
+                    self.assertEqual(errors.main(argv), 2)
+                self.assertEqual(len(err.getvalue().strip().splitlines()), 1, err.getvalue())
 
 
 class TestCommittedResults(unittest.TestCase):
