@@ -29,6 +29,7 @@ CANDIDATES = {
     "m3-nodrop-shift2": dict(layers=MODEL3_LAYERS, recipe=dict(NO_DROPOUT, shift=2.0)),
     "m3-bnrelu-nodrop": dict(layers=MODEL3_LAYERS, order="conv-bn-relu", recipe=NO_DROPOUT),
     "gap16-nodrop": dict(layers="8p1 12p1 M 16p1 16p0 M 16p0", recipe=NO_DROPOUT),
+    "late16-nodrop": dict(layers="6p1 8p1 M 12p1 16p0 M 16p1 16p0", recipe=NO_DROPOUT),
 }
 
 
