@@ -4,8 +4,10 @@
     python results/screen.py --list                    # every candidate's table and recipe
 
 A candidate is a layer string read left to right, as `../shared/bench/sweep.py` writes it: `OUTpPAD`
-is a 3x3 convolution to OUT channels with padding PAD, `M` a 2x2 max-pool; after the last token come
-global average pooling and a linear layer to the 10 digits. A block is conv, ReLU, BatchNorm (the
+is a 3x3 convolution to OUT channels with padding PAD, `OUTsPAD` a separable one (a 3x3 convolution
+of each channel on its own, then a 1x1 convolution to OUT channels: far fewer parameters for the
+width), `M` a 2x2 max-pool; after the last token come global average pooling and a linear layer to
+the 10 digits. A block is conv, ReLU, BatchNorm (the
 write-up's order) or conv, BatchNorm, ReLU, then Dropout where the candidate has it. Its recipe is
 Model 3's with the changes it names. The run is train.py's own `--model 4` with the candidate in
 Model 4's place, and the metrics file records the candidate's name and layers beside the rest.
@@ -30,6 +32,7 @@ CANDIDATES = {
     "m3-bnrelu-nodrop": dict(layers=MODEL3_LAYERS, order="conv-bn-relu", recipe=NO_DROPOUT),
     "gap16-nodrop": dict(layers="8p1 12p1 M 16p1 16p0 M 16p0", recipe=NO_DROPOUT),
     "late16-nodrop": dict(layers="6p1 8p1 M 12p1 16p0 M 16p1 16p0", recipe=NO_DROPOUT),
+    "sep44-nodrop": dict(layers="8p1 12p1 M 32s1 32s0 M 44s1 44s0", recipe=NO_DROPOUT),
 }
 
 
@@ -42,8 +45,14 @@ class Candidate(nn.Sequential):
             if token == "M":
                 blocks.append(nn.MaxPool2d(2, 2))
                 continue
-            out, padding = (int(n) for n in token.split("p"))
-            conv = nn.Conv2d(channels, out, kernel_size=(3, 3), padding=padding, bias=conv_bias)
+            kind = "s" if "s" in token else "p"
+            out, padding = (int(n) for n in token.split(kind))
+            if kind == "p":
+                conv = nn.Conv2d(channels, out, kernel_size=(3, 3), padding=padding, bias=conv_bias)
+            else:
+                conv = nn.Sequential(
+                    nn.Conv2d(channels, channels, kernel_size=(3, 3), padding=padding, groups=channels, bias=False),
+                    nn.Conv2d(channels, out, kernel_size=(1, 1), bias=conv_bias))
             norm = [nn.ReLU(), nn.BatchNorm2d(out)] if order == "conv-relu-bn" else [nn.BatchNorm2d(out), nn.ReLU()]
             blocks.append(nn.Sequential(conv, *norm, *([nn.Dropout(dropout)] if dropout else [])))
             channels = out
