@@ -33,6 +33,8 @@ CANDIDATES = {
     "gap16-nodrop": dict(layers="8p1 12p1 M 16p1 16p0 M 16p0", recipe=NO_DROPOUT),
     "late16-nodrop": dict(layers="6p1 8p1 M 12p1 16p0 M 16p1 16p0", recipe=NO_DROPOUT),
     "sep44-nodrop": dict(layers="8p1 12p1 M 32s1 32s0 M 44s1 44s0", recipe=NO_DROPOUT),
+    "late16-nodrop-shift2": dict(layers="6p1 8p1 M 12p1 16p0 M 16p1 16p0", recipe=dict(NO_DROPOUT, shift=2.0)),
+    "m3-bnrelu-nodrop-shift2": dict(layers=MODEL3_LAYERS, order="conv-bn-relu", recipe=dict(NO_DROPOUT, shift=2.0)),
 }
 
 
