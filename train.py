@@ -529,8 +529,10 @@ class Progress:
 
 
 def can_encode(stream, text):
+    """Whether the stream can write text: a stream of str without an encoding (StringIO) can."""
+    encoding = getattr(stream, "encoding", None)
     try:
-        text.encode(getattr(stream, "encoding", None) or "ascii")
+        encoding and text.encode(encoding)
     except (UnicodeEncodeError, LookupError):
         return False
     return True
