@@ -98,14 +98,18 @@ def check_mnist(folder):
 
 def load_split(data_dir, train, device="cpu"):
     """(pixels, labels) of one split on the device: pixels float32 (N, 1, 28, 28) in [0, 1]."""
+    return load_splits(data_dir, device, (train,))[0]
+
+
+def load_splits(data_dir, device="cpu", trains=(True, False)):
+    """The splits asked for (training, test), the files fetched if missing and checked once."""
     folder = raw_folder(data_dir)
     missing = [name for name in RAW_FILES if not (folder / name).is_file()]
     if missing:
         _download(data_dir, missing)
     check_mnist(folder)
-    split = datasets.MNIST(folder.parent.parent, train=train, download=False)
-    pixels = split.data.to(device).unsqueeze(1).float().div_(255)
-    return pixels, split.targets.to(device)
+    splits = [datasets.MNIST(folder.parent.parent, train=train, download=False) for train in trains]
+    return [(split.data.to(device).unsqueeze(1).float().div_(255), split.targets.to(device)) for split in splits]
 
 
 def normalize(pixels):

@@ -403,11 +403,14 @@ class TestTrainCommandLine(unittest.TestCase):
                  ["--batch-size", "321"]]   # one more than the tiny training set: found after loading it
         for extra in cases:
             with self.subTest(args=extra):
-                code, out, err = run_main(self.args(*extra))
-                self.assertEqual(code, 2)
-                self.assertEqual(out, "")
-                self.assertEqual(len(err.strip().splitlines()), 1, err)
-                self.assertIn("error:", err)
+                self.assert_refused_with_one_line(extra, "error:")
+
+    def assert_refused_with_one_line(self, extra, words):
+        code, out, err = run_main(self.args(*extra))
+        self.assertEqual(code, 2)
+        self.assertEqual(out, "")
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
+        self.assertIn(words, err)
 
     def test_a_test_batch_larger_than_the_test_set_tests_it_in_one_batch(self):
         metrics = self.tmp / "m.json"
@@ -612,10 +615,7 @@ class TestTrainCommandLine(unittest.TestCase):
 
     def test_a_partial_data_folder_names_the_missing_files(self):
         (self.raw / "t10k-labels-idx1-ubyte").unlink()
-        offline = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
-                   "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "no_proxy": ""}
-        with unittest.mock.patch.object(data.datasets, "MNIST", side_effect=OSError("offline")), \
-                unittest.mock.patch.dict(os.environ, offline):
+        with unittest.mock.patch.object(data.datasets, "MNIST", side_effect=OSError("offline")):   # no download
             code, _, err = run_main(self.args("--dry-run"))
         self.assertEqual(code, 1)
         self.assertEqual(len(err.strip().splitlines()), 1, err)
@@ -634,11 +634,7 @@ class TestTrainCommandLine(unittest.TestCase):
     def test_numbers_beyond_float32_exit_2_with_one_line(self):
         for extra in (["--lr", "1e39"], ["--weight-decay", "1e39"], ["--momentum", "1e39"], ["--gamma", "3.5e38"]):
             with self.subTest(args=extra):
-                code, out, err = run_main(self.args(*extra))
-                self.assertEqual(code, 2)
-                self.assertEqual(out, "")
-                self.assertEqual(len(err.strip().splitlines()), 1, err)
-                self.assertIn("float32", err)
+                self.assert_refused_with_one_line(extra, "float32")
 
     def test_a_huge_test_batch_is_the_test_set_and_the_memory_check_covers_it(self):
         metrics = self.tmp / "m.json"

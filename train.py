@@ -199,8 +199,7 @@ def run(args):
     torch.manual_seed(args.seed)
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
     available = available_memory(args.device)
-    train_split = data.load_split(args.data_dir, train=True, device=args.device)
-    test_split = data.load_split(args.data_dir, train=False, device=args.device)
+    train_split, test_split = data.load_splits(args.data_dir, device=args.device)
     check_batch_size(args, train_split)
     args.test_batch_size = min(args.test_batch_size, len(test_split[1]))   # all of it, at most
 

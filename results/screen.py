@@ -62,9 +62,13 @@ class Candidate(nn.Sequential):
                          nn.LogSoftmax(dim=-1))
 
 
+def layers(name):
+    """The candidate's Candidate arguments: all of its entry but the recipe."""
+    return {k: v for k, v in CANDIDATES[name].items() if k != "recipe"}
+
+
 def model_class(name):
-    spec = {k: v for k, v in CANDIDATES[name].items() if k != "recipe"}
-    return type(name, (Candidate,), {"__init__": lambda self: Candidate.__init__(self, **spec)})
+    return type(name, (Candidate,), {"__init__": lambda self: Candidate.__init__(self, **layers(name))})
 
 
 def install(name):
@@ -72,8 +76,7 @@ def install(name):
     train.MODELS[4] = model_class(name)
     train.RECIPES[4] = dict(train.RECIPES[3], **CANDIDATES[name]["recipe"])
     configuration = train.configuration
-    spec = {k: v for k, v in CANDIDATES[name].items() if k != "recipe"}
-    train.configuration = lambda args, parameters: dict(configuration(args, parameters), candidate=name, **spec)
+    train.configuration = lambda args, parameters: dict(configuration(args, parameters), candidate=name, **layers(name))
 
 
 def main(argv):
