@@ -870,6 +870,7 @@ class TestCommittedResults(unittest.TestCase):
         notebook = (tables.RESULTS / "README.md").read_text()
         self.assertIn(tables.headline_table(), readme)
         self.assertIn("results/accuracy.svg", readme)
-        for table in (tables.runs_table(), tables.search_table(), tables.recipe_summary(), tables.screen_table()):
+        for table in (tables.runs_table(), tables.search_table(), tables.recipe_summary(), tables.screen_table(),
+                      tables.screen_table(tables.FRONTIER)):
             self.assertIn(table, notebook)
         self.assertEqual(tables.SVG.read_text(), tables.accuracy_svg())

@@ -11,7 +11,8 @@ the 10 digits. A block is conv, ReLU, BatchNorm (the
 write-up's order) or conv, BatchNorm, ReLU, then Dropout where the candidate has it. Its recipe is
 Model 3's with the changes it names. The run is train.py's own `--model 4` with the candidate in
 Model 4's place, and the metrics file records the candidate's name and layers beside the rest.
-The results and the rule that chose among them are in results/README.md.
+The results and the rule that chose among them are in results/README.md; the `f...` candidates,
+smaller than Model 4, are its frontier (runs in results/frontier/).
 """
 import sys
 from pathlib import Path
@@ -35,6 +36,13 @@ CANDIDATES = {
     "sep44-nodrop": dict(layers="8p1 12p1 M 32s1 32s0 M 44s1 44s0", recipe=NO_DROPOUT),
     "late16-nodrop-shift2": dict(layers="6p1 8p1 M 12p1 16p0 M 16p1 16p0", recipe=dict(NO_DROPOUT, shift=2.0)),
     "m3-bnrelu-nodrop-shift2": dict(layers=MODEL3_LAYERS, order="conv-bn-relu", recipe=dict(NO_DROPOUT, shift=2.0)),
+    # The frontier: smaller designs with the screen's recipe, to see how few parameters still meet the target.
+    "f5936-nodrop-shift2": dict(layers="8p1 12p1 M 12p1 12p0 M 11p0 10p0", recipe=dict(NO_DROPOUT, shift=2.0)),
+    "f5008-nodrop-shift2": dict(layers="8p1 8p1 M 12p1 12p0 M 10p0 10p0", recipe=dict(NO_DROPOUT, shift=2.0)),
+    # A public single-run design's layers (3,762 parameters): nine convolutions with bias, conv ->
+    # BatchNorm -> ReLU -> Dropout 0.01, so it tests with recomputed statistics, as Model 3 does.
+    "f3762-shift2": dict(layers="4p1 4p1 4p1 M 8p1 8p1 8p1 M 8p1 8p1 8p1", order="conv-bn-relu", dropout=0.01,
+                         conv_bias=True, fc_bias=True, recipe=dict(shift=2.0)),
 }
 
 

@@ -24,6 +24,7 @@ sys.path.insert(0, str(RESULTS.parent))   # train.py, when run as `python result
 from train import TARGET_ACCURACY, TARGET_EPOCHS, target_met  # noqa: E402
 
 SVG = RESULTS / "accuracy.svg"
+FRONTIER = RESULTS / "frontier"   # designs smaller than Model 4, run by results/screen.py
 
 
 def read_run(path):
@@ -206,9 +207,10 @@ def recipe_summary(folder=RESULTS, fewest=3):
 
 
 def screen_table(folder=RESULTS / "screen"):
-    """The candidates for Model 4 (results/screen.py), best level first: parameters, the seeds
-    run, how many met the target, the level and its spread over seeds, the lowest of the last
-    epochs, and the best training accuracy (a candidate that fits better trains higher)."""
+    """The candidates for Model 4 (results/screen.py), or those of the frontier below it, best
+    level first: parameters, the seeds run, how many met the target, the level and its spread
+    over seeds, the lowest of the last epochs, and the best training accuracy (a candidate that
+    fits better trains higher)."""
     groups = {}
     for path in sorted(folder.glob("*.json")):
         run = read_run(path)
@@ -278,5 +280,5 @@ if __name__ == "__main__":
     SVG.write_text(accuracy_svg())
     for title, text in (("headline (README.md)", headline_table()), ("runs of the recipes", runs_table()),
                         ("recipe search", search_table()), ("recipes over seeds", recipe_summary()),
-                        ("the screen for Model 4", screen_table())):
+                        ("the screen for Model 4", screen_table()), ("the frontier", screen_table(FRONTIER))):
         print(f"## {title}\n\n{text}\n")
