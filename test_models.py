@@ -183,38 +183,34 @@ GOLDEN_MODEL4 = """\
             Conv2d-1            [-1, 8, 28, 28]              72
               ReLU-2            [-1, 8, 28, 28]               0
        BatchNorm2d-3            [-1, 8, 28, 28]              16
-           Dropout-4            [-1, 8, 28, 28]               0
-            Conv2d-5           [-1, 12, 28, 28]             864
-              ReLU-6           [-1, 12, 28, 28]               0
-       BatchNorm2d-7           [-1, 12, 28, 28]              24
-           Dropout-8           [-1, 12, 28, 28]               0
-         MaxPool2d-9           [-1, 12, 14, 14]               0
-           Conv2d-10           [-1, 16, 14, 14]           1,728
-             ReLU-11           [-1, 16, 14, 14]               0
-      BatchNorm2d-12           [-1, 16, 14, 14]              32
-          Dropout-13           [-1, 16, 14, 14]               0
-           Conv2d-14           [-1, 16, 12, 12]           2,304
-             ReLU-15           [-1, 16, 12, 12]               0
-      BatchNorm2d-16           [-1, 16, 12, 12]              32
-          Dropout-17           [-1, 16, 12, 12]               0
-        MaxPool2d-18             [-1, 16, 6, 6]               0
-           Conv2d-19             [-1, 11, 4, 4]           1,584
-             ReLU-20             [-1, 11, 4, 4]               0
-      BatchNorm2d-21             [-1, 11, 4, 4]              22
-           Conv2d-22             [-1, 10, 2, 2]             990
-             ReLU-23             [-1, 10, 2, 2]               0
-      BatchNorm2d-24             [-1, 10, 2, 2]              20
-AdaptiveAvgPool2d-25             [-1, 10, 1, 1]               0
-           Linear-26                   [-1, 10]             100
+            Conv2d-4           [-1, 12, 28, 28]             864
+              ReLU-5           [-1, 12, 28, 28]               0
+       BatchNorm2d-6           [-1, 12, 28, 28]              24
+         MaxPool2d-7           [-1, 12, 14, 14]               0
+            Conv2d-8           [-1, 16, 14, 14]           1,728
+              ReLU-9           [-1, 16, 14, 14]               0
+      BatchNorm2d-10           [-1, 16, 14, 14]              32
+           Conv2d-11           [-1, 16, 12, 12]           2,304
+             ReLU-12           [-1, 16, 12, 12]               0
+      BatchNorm2d-13           [-1, 16, 12, 12]              32
+        MaxPool2d-14             [-1, 16, 6, 6]               0
+           Conv2d-15             [-1, 11, 4, 4]           1,584
+             ReLU-16             [-1, 11, 4, 4]               0
+      BatchNorm2d-17             [-1, 11, 4, 4]              22
+           Conv2d-18             [-1, 10, 2, 2]             990
+             ReLU-19             [-1, 10, 2, 2]               0
+      BatchNorm2d-20             [-1, 10, 2, 2]              20
+AdaptiveAvgPool2d-21             [-1, 10, 1, 1]               0
+           Linear-22                   [-1, 10]             100
 ================================================================
 Total params: 7,788
 Trainable params: 7,788
 Non-trainable params: 0
 ----------------------------------------------------------------
 Input size (MB): 0.00
-Forward/backward pass size (MB): 0.67
+Forward/backward pass size (MB): 0.51
 Params size (MB): 0.03
-Estimated Total Size (MB): 0.70
+Estimated Total Size (MB): 0.54
 ----------------------------------------------------------------"""
 
 
@@ -845,7 +841,7 @@ class TestCommittedResults(unittest.TestCase):
                                      train.target_met(tables.as_trained(run)))
 
     def test_the_runs_of_each_recipe_follow_it_on_the_seeds_the_readme_names(self):
-        expected_seeds = {1: range(1, 4), 2: range(1, 4), 3: range(1, 31), 4: range(1, 19)}
+        expected_seeds = {1: range(1, 4), 2: range(1, 4), 3: range(1, 31), 4: range(1, 1)}
         for model in (1, 2, 3, 4):
             runs = tables.model_runs(model)
             if model in expected_seeds:

@@ -127,6 +127,8 @@ def recipe(config):
     text += f", StepLR {config['step_size']}/{config['gamma']:g}, batch {config['batch_size']}"
     if config["augment"]:
         text += f", rotation ±{config['rotation_degrees']:g}°"
+    if config["augment"] and config.get("shift_pixels"):
+        text += f", shift ±{config['shift_pixels']:g} px"
     if config.get("recompute_bn"):
         text += ", statistics recomputed"
     return text
