@@ -43,6 +43,9 @@ CANDIDATES = {
     # BatchNorm -> ReLU -> Dropout 0.01, so it tests with recomputed statistics, as Model 3 does.
     "f3762-shift2": dict(layers="4p1 4p1 4p1 M 8p1 8p1 8p1 M 8p1 8p1 8p1", order="conv-bn-relu", dropout=0.01,
                          conv_bias=True, fc_bias=True, recipe=dict(shift=2.0)),
+    "f3762-nodrop-shift2": dict(layers="4p1 4p1 4p1 M 8p1 8p1 8p1 M 8p1 8p1 8p1", order="conv-bn-relu",
+                                conv_bias=True, fc_bias=True, recipe=dict(NO_DROPOUT, shift=2.0)),
+    "f3786-nodrop-shift2": dict(layers="6p1 8p1 M 8p1 10p0 M 10p0 10p0", recipe=dict(NO_DROPOUT, shift=2.0)),
 }
 
 
