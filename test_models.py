@@ -21,7 +21,7 @@ import torch.nn as nn
 
 import data
 import train
-from results import errors, tables
+from results import errors, screen, tables
 from models import MODELS, count_parameters, forward_backward_bytes, summary
 
 HERE = Path(__file__).resolve().parent
@@ -739,6 +739,11 @@ class TestTables(unittest.TestCase):
         self.assertEqual(lines[2], "| `model3` | 3 | 2 | 2/2 | 99.50 | 0.00 | 99.40 | 1/2 | 99.38 |")
         self.assertEqual(lines[3], "| `a` | 3 | 2 | 1/2 | 99.45 | 0.07 | 99.30 | — | — |")
 
+    def test_a_layer_string_reads_as_channels_per_stage(self):
+        self.assertEqual(tables.channels("8p1 12p1 M 16p1 16p0 M 11p0 10p0"), "8, 12 / 16, 16 / 11, 10")
+        self.assertEqual(tables.channels("8p1 12p1 M 32s1 32s0 M 44s1 44s0"), "8, 12 / 32, 32 / 44, 44")
+        self.assertEqual(tables.channels("4p1 4p1 4p1"), "4, 4, 4")
+
     def test_a_dry_run_or_an_unfinished_run_is_never_counted_and_is_named(self):
         def run(seed, dry_run=False, interrupted=False, epochs=3):
             config = {"model": 3, "seed": seed, "epochs": 3, "dry_run": dry_run}
@@ -822,6 +827,36 @@ class TestErrorsPicture(unittest.TestCase):
                 self.assertEqual(len(err.getvalue().strip().splitlines()), 1, err.getvalue())
 
 
+class TestScreen(unittest.TestCase):
+    def test_model4_is_the_screens_choice_weight_for_weight(self):
+        """So the screen's runs of m3-nodrop-shift2 are Model 4's seeds 1-10."""
+        choice = screen.CANDIDATES["m3-nodrop-shift2"]
+        self.assertEqual(choice["layers"], tables.MODEL4_LAYERS)
+        self.assertEqual(dict(train.RECIPES[3], **choice["recipe"]), train.RECIPES[4])
+        torch.manual_seed(0)
+        model4 = MODELS[4]()
+        torch.manual_seed(0)
+        candidate = screen.model_class("m3-nodrop-shift2")()
+        weights = lambda model: [t for t in model.state_dict().values() if t.is_floating_point()]
+        self.assertEqual(len(weights(model4)), len(weights(candidate)))
+        for ours, theirs in zip(weights(model4), weights(candidate)):
+            self.assertTrue(torch.equal(ours, theirs))
+        digits = torch.randn(4, 1, 28, 28)
+        torch.testing.assert_close(model4.eval()(digits), candidate.eval()(digits))
+
+    def test_each_candidates_table_counts_its_parameters(self):
+        for name in screen.CANDIDATES:
+            with self.subTest(candidate=name):
+                model = screen.model_class(name)()
+                self.assertIn(f"Total params: {count_parameters(model)[0]:,}", summary(model))
+                self.assertEqual(tuple(model.eval()(torch.zeros(2, 1, 28, 28)).shape), (2, 10))
+
+    def test_an_unknown_candidate_exits_2_with_one_line(self):
+        with contextlib.redirect_stderr(err := io.StringIO()):
+            self.assertEqual(screen.main(["no-such-design", "--seed", "1"]), 2)
+        self.assertEqual(len(err.getvalue().strip().splitlines()), 1)
+
+
 class TestCommittedResults(unittest.TestCase):
     """The runs under results/ (made by train.py) and the tables and picture made from them, so
     that neither README can drift from the runs."""
@@ -865,6 +900,7 @@ class TestCommittedResults(unittest.TestCase):
         readme = (HERE / "README.md").read_text()
         notebook = (tables.RESULTS / "README.md").read_text()
         self.assertIn(tables.headline_table(), readme)
+        self.assertIn(tables.frontier_table(), readme)
         self.assertIn("results/accuracy.svg", readme)
         for table in (tables.runs_table(), tables.search_table(), tables.recipe_summary(), tables.screen_table(),
                       tables.screen_table(tables.FRONTIER)):

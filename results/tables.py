@@ -25,6 +25,7 @@ from train import TARGET_ACCURACY, TARGET_EPOCHS, target_met  # noqa: E402
 
 SVG = RESULTS / "accuracy.svg"
 FRONTIER = RESULTS / "frontier"   # designs smaller than Model 4, run by results/screen.py
+MODEL4_LAYERS = "8p1 12p1 M 16p1 16p0 M 11p0 10p0"   # models.Model4 in results/screen.py's notation
 
 
 def read_run(path):
@@ -233,6 +234,38 @@ def screen_table(folder=RESULTS / "screen"):
     return "\n".join(lines + [row for _, row in sorted(rows)])
 
 
+def channels(layers):
+    """A layer string as channels per stage: "8p1 12p1 M 16p1 16p0 M 11p0 10p0" -> "8, 12 / 16, 16 / 11, 10"."""
+    stages = " ".join(layers.split()).split(" M ")
+    return " / ".join(", ".join(re.split("[ps]", token)[0] for token in stage.split()) for stage in stages)
+
+
+def blocks(config):
+    """What each block of a frontier design is, in the README's words."""
+    conv = "conv with bias" if config.get("conv_bias") else "conv"
+    order = "BatchNorm, ReLU" if config.get("order") == "conv-bn-relu" else "ReLU, BatchNorm"
+    return f"{conv}, {order}" + (f", Dropout {config['dropout']:g}" if config.get("dropout") else "")
+
+
+def frontier_table(folder=FRONTIER):
+    """The README's frontier: Model 4 and each smaller design with Model 4's recipe, largest
+    first: parameters, channels per stage, blocks, the seeds run, how many met the target, the level."""
+    runs = [read_run(path) for path in sorted(folder.glob("*.json"))]
+    groups = {}
+    for run in filter(finished, runs):
+        groups.setdefault(run["config"]["candidate"], []).append(run)
+    model4 = model_runs(4)
+    rows = [(model4[0]["config"], "Model 4", model4)] + [(rs[0]["config"], f"`{name}`", rs) for name, rs in groups.items()]
+    lines = ["| design | parameters | channels per stage | each block | seeds | target met | level % |",
+             "|---|---|---|---|---|---|---|"]
+    for config, name, design_runs in sorted(rows, key=lambda row: -row[0]["parameters"]):
+        design_runs = sorted(design_runs, key=lambda run: run["config"]["seed"])
+        met, level_ = met_and_level(design_runs, test_accuracies)
+        lines.append(f"| {name} | {config['parameters']:,} | {channels(config.get('layers', MODEL4_LAYERS))} | {blocks(config)} | "
+                     f"{seeds(design_runs)} | {met} | {level_} |")
+    return "\n".join(lines)
+
+
 def accuracy_svg(models=(3, 4), low=98.8, high=99.7):
     """A picture of the target: test accuracy per epoch of every run of Models 3 and 4's recipes,
     one thin line per seed, the 99.40% line across, the last epochs shaded. Accuracies below
@@ -282,5 +315,6 @@ if __name__ == "__main__":
     SVG.write_text(accuracy_svg())
     for title, text in (("headline (README.md)", headline_table()), ("runs of the recipes", runs_table()),
                         ("recipe search", search_table()), ("recipes over seeds", recipe_summary()),
-                        ("the screen for Model 4", screen_table()), ("the frontier", screen_table(FRONTIER))):
+                        ("the screen for Model 4", screen_table()), ("the frontier", screen_table(FRONTIER)),
+                        ("the frontier (README.md)", frontier_table())):
         print(f"## {title}\n\n{text}\n")
