@@ -209,19 +209,23 @@ def recipe_summary(folder=RESULTS, fewest=3):
     return "\n".join(lines + [line for _, _, line in sorted(rows)])
 
 
-def screen_table(folder=RESULTS / "screen"):
-    """The candidates for Model 4 (results/screen.py), or those of the frontier below it, best
-    level first: parameters, the seeds run, how many met the target, the level and its spread
-    over seeds, the lowest of the last epochs, and the best training accuracy (a candidate that
-    fits better trains higher)."""
+def candidate_runs(folder):
+    """The finished runs of each candidate of results/screen.py in a folder, by name, in seed order."""
     groups = {}
     for path in sorted(folder.glob("*.json")):
         run = read_run(path)
         if finished(run):
             groups.setdefault(run["config"]["candidate"], []).append(run)
+    return {name: sorted(runs, key=lambda run: run["config"]["seed"]) for name, runs in groups.items()}
+
+
+def screen_table(folder=RESULTS / "screen"):
+    """The candidates for Model 4 (results/screen.py), or those of the frontier below it, best
+    level first: parameters, the seeds run, how many met the target, the level and its spread
+    over seeds, the lowest of the last epochs, and the best training accuracy (a candidate that
+    fits better trains higher)."""
     rows = []
-    for name, runs in groups.items():
-        runs.sort(key=lambda run: run["config"]["seed"])
+    for name, runs in candidate_runs(folder).items():
         tests = [test_accuracies(run) for run in runs]
         levels = [level(t) for t in tests]
         spread = f"{statistics.stdev(levels):.2f}" if len(levels) > 1 else "—"
@@ -250,19 +254,14 @@ def blocks(config):
 def frontier_table(folder=FRONTIER):
     """The README's frontier: Model 4 and each smaller design with Model 4's recipe, largest
     first: parameters, channels per stage, blocks, the seeds run, how many met the target, the level."""
-    runs = [read_run(path) for path in sorted(folder.glob("*.json"))]
-    groups = {}
-    for run in filter(finished, runs):
-        groups.setdefault(run["config"]["candidate"], []).append(run)
-    model4 = model_runs(4)
-    rows = [(model4[0]["config"], "Model 4", model4)] + [(rs[0]["config"], f"`{name}`", rs) for name, rs in groups.items()]
+    designs = {"Model 4": model_runs(4), **{f"`{name}`": runs for name, runs in candidate_runs(folder).items()}}
     lines = ["| design | parameters | channels per stage | each block | seeds | target met | level % |",
              "|---|---|---|---|---|---|---|"]
-    for config, name, design_runs in sorted(rows, key=lambda row: -row[0]["parameters"]):
-        design_runs = sorted(design_runs, key=lambda run: run["config"]["seed"])
-        met, level_ = met_and_level(design_runs, test_accuracies)
-        lines.append(f"| {name} | {config['parameters']:,} | {channels(config.get('layers', MODEL4_LAYERS))} | {blocks(config)} | "
-                     f"{seeds(design_runs)} | {met} | {level_} |")
+    for name, runs in sorted(designs.items(), key=lambda item: -item[1][0]["config"]["parameters"]):
+        config = runs[0]["config"]
+        met, level_ = met_and_level(runs, test_accuracies)
+        lines.append(f"| {name} | {config['parameters']:,} | {channels(config.get('layers', MODEL4_LAYERS))} "
+                     f"| {blocks(config)} | {seeds(runs)} | {met} | {level_} |")
     return "\n".join(lines)
 
 
