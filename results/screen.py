@@ -40,6 +40,8 @@ CANDIDATES = {
     "f5936-nodrop-shift2": dict(layers="8p1 12p1 M 12p1 12p0 M 11p0 10p0", recipe=dict(NO_DROPOUT, shift=2.0)),
     "f5008-nodrop-shift2": dict(layers="8p1 8p1 M 12p1 12p0 M 10p0 10p0", recipe=dict(NO_DROPOUT, shift=2.0)),
     "f5808-nodrop-shift2": dict(layers="8p1 8p1 M 12p1 16p0 M 10p0 10p0", recipe=dict(NO_DROPOUT, shift=2.0)),
+    "f5936-nodrop-shift2-wd1e4": dict(layers="8p1 12p1 M 12p1 12p0 M 11p0 10p0",
+                                      recipe=dict(NO_DROPOUT, shift=2.0, weight_decay=1e-4)),
     # A public single-run design's layers (3,762 parameters): nine convolutions with bias, conv ->
     # BatchNorm -> ReLU -> Dropout 0.01, so it tests with recomputed statistics, as Model 3 does.
     "f3762-shift2": dict(layers="4p1 4p1 4p1 M 8p1 8p1 8p1 M 8p1 8p1 8p1", order="conv-bn-relu", dropout=0.01,
