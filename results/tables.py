@@ -21,6 +21,7 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(RESULTS.parent))   # train.py, when run as `python results/tables.py`
 
+import train  # noqa: E402
 from train import TARGET_ACCURACY, TARGET_EPOCHS, target_met  # noqa: E402
 
 SVG = RESULTS / "accuracy.svg"
@@ -245,19 +246,29 @@ def channels(layers):
 
 
 def blocks(config):
-    """What each block of a frontier design is, in the README's words."""
+    """What each block of a frontier design is, in the README's words, and where its recipe is not
+    Model 4's, what differs."""
     conv = "conv with bias" if config.get("conv_bias") else "conv"
     order = "BatchNorm, ReLU" if config.get("order") == "conv-bn-relu" else "ReLU, BatchNorm"
-    return f"{conv}, {order}" + (f", Dropout {config['dropout']:g}" if config.get("dropout") else "")
+    text = f"{conv}, {order}" + (f", Dropout {config['dropout']:g}" if config.get("dropout") else "")
+    recipe = train.RECIPES[4]
+    for key in ("lr", "weight_decay", "batch_size", "step_size", "gamma"):
+        if config[key] != recipe[key]:
+            text += f"; {key.replace('_', ' ')} {config[key]:g}"
+    return text
 
 
 def frontier_table(folder=FRONTIER):
-    """The README's frontier: Model 4 and each smaller design with Model 4's recipe, largest
-    first: parameters, channels per stage, blocks, the seeds run, how many met the target, the level."""
+    """The README's frontier: Model 4 and each smaller design with Model 4's recipe (or the
+    changes it names), largest first, then best level first: parameters, channels per stage,
+    blocks, the seeds run, how many met the target, the level."""
     designs = {"Model 4": model_runs(4), **{f"`{name}`": runs for name, runs in candidate_runs(folder).items()}}
-    lines = ["| design | parameters | channels per stage | each block | seeds | target met | level % |",
+    lines = ["| design | parameters | channels per stage | each block; recipe where not Model 4's | seeds "
+             "| target met | level % |",
              "|---|---|---|---|---|---|---|"]
-    for name, runs in sorted(designs.items(), key=lambda item: -item[1][0]["config"]["parameters"]):
+    size_then_level = lambda item: (-item[1][0]["config"]["parameters"],
+                                    -statistics.mean(level(test_accuracies(run)) for run in item[1]))
+    for name, runs in sorted(designs.items(), key=size_then_level):
         config = runs[0]["config"]
         met, level_ = met_and_level(runs, test_accuracies)
         lines.append(f"| {name} | {config['parameters']:,} | {channels(config.get('layers', MODEL4_LAYERS))} "
