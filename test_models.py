@@ -739,6 +739,24 @@ class TestTables(unittest.TestCase):
         self.assertEqual(lines[2], "| `model3` | 3 | 2 | 2/2 | 99.50 | 0.00 | 99.40 | 1/2 | 99.38 |")
         self.assertEqual(lines[3], "| `a` | 3 | 2 | 1/2 | 99.45 | 0.07 | 99.30 | — | — |")
 
+    def test_the_frontier_shows_per_size_the_best_design_on_model4s_recipe(self):
+        def run(name, seed, tests, parameters=5000, **recipe):
+            config = dict(train.RECIPES[4], candidate=name, seed=seed, epochs=len(tests), parameters=parameters,
+                          layers="8p1 M 10p0", **recipe)
+            return {"config": config, "epochs": [{"test_accuracy": t} for t in tests]}
+        with tempfile.TemporaryDirectory() as tmp:
+            for seed in (1, 2):
+                for metrics in (run("a-worse", seed, [99.0, 99.4, 99.4, 99.4]),
+                                run("better", seed, [99.0, 99.5, 99.5, 99.4]),
+                                run("best-but-other-recipe", seed, [99.6] * 4, weight_decay=0.0),
+                                run("small", seed, [99.0, 99.3, 99.3, 99.3], parameters=3000, conv_bias=True)):
+                    (Path(tmp) / f"{metrics['config']['candidate']}_seed{seed}.json").write_text(json.dumps(metrics))
+            lines = tables.frontier_table(Path(tmp)).splitlines()
+        self.assertEqual(len(lines), 5)   # header, rule, Model 4, one row per size
+        self.assertTrue(lines[2].startswith("| 7,788 |") and "(Model 4)" in lines[2] and "| 1–2 |" in lines[2])
+        self.assertEqual(lines[3], "| 5,000 | 8 / 10 | — | 1–2 | 2/2 | 99.47 |")
+        self.assertEqual(lines[4], "| 3,000 | 8 / 10 | biases | 1–2 | 0/2 | 99.30 |")
+
     def test_a_layer_string_reads_as_channels_per_stage(self):
         self.assertEqual(tables.channels("8p1 12p1 M 16p1 16p0 M 11p0 10p0"), "8, 12 / 16, 16 / 11, 10")
         self.assertEqual(tables.channels("8p1 12p1 M 32s1 32s0 M 44s1 44s0"), "8, 12 / 32, 32 / 44, 44")
