@@ -253,16 +253,24 @@ def differences(config):
     return ", ".join(changes) or "—"
 
 
+def trained_as(config, recipe):
+    """Whether a run trained with a recipe of train.RECIPES: the same optimizer, schedule, batch and
+    augmentation (how it tests, with BatchNorm statistics recomputed or not, may differ)."""
+    same = all(config[key] == recipe[key]
+               for key in ("batch_size", "lr", "momentum", "weight_decay", "step_size", "gamma", "augment"))
+    augmentation = (config["rotation_degrees"], config.get("shift_pixels", 0.0))
+    return same and augmentation == ((recipe["rotation"], recipe["shift"]) if recipe["augment"] else (0.0, 0.0))
+
+
 def frontier_table(folder=FRONTIER):
     """The README's frontier: Model 4 on the seeds the frontier ran, then at each smaller size the
     design with the best level among those trained with Model 4's recipe: parameters, channels per
     stage, what else differs, the seeds run, how many met the target, the level."""
     mean_level = lambda runs: statistics.mean(level(test_accuracies(run)) for run in runs)
-    recipe = train.RECIPES[4]
     best = {}
     for runs in candidate_runs(folder).values():
         config = runs[0]["config"]
-        if all(config[key] == recipe[key] for key in ("lr", "weight_decay", "batch_size", "step_size", "gamma")):
+        if trained_as(config, train.RECIPES[4]):
             size = config["parameters"]
             if size not in best or mean_level(runs) > mean_level(best[size]):
                 best[size] = runs
