@@ -4,7 +4,8 @@
     python results/screen.py --list                    # every candidate's table and recipe
 
 A candidate is a layer string read left to right, as `../shared/bench/sweep.py` writes it: `OUTpPAD`
-is a 3x3 convolution to OUT channels with padding PAD, `OUTsPAD` a separable one (a 3x3 convolution
+is a 3x3 convolution to OUT channels with padding PAD (`OUTkKpPAD` a KxK one: `8k1p0` is a 1x1
+convolution to 8 channels), `OUTsPAD` a separable one (a 3x3 convolution
 of each channel on its own, then a 1x1 convolution to OUT channels: far fewer parameters for the
 width), `M` a 2x2 max-pool; after the last token come global average pooling and a linear layer to
 the 10 digits. A block is conv, ReLU, BatchNorm (the
@@ -14,6 +15,7 @@ Model 4's place, and the metrics file records the candidate's name and layers be
 The results and the rule that chose among them are in results/README.md; the `f...` candidates,
 smaller than Model 4, are its frontier (runs in results/frontier/).
 """
+import re
 import sys
 from pathlib import Path
 
@@ -25,6 +27,7 @@ import train  # noqa: E402
 from models import summary  # noqa: E402
 
 MODEL3_LAYERS = "8p1 12p1 M 16p1 16p0 M 11p0 10p0"
+F5936 = "8p1 12p1 M 12p1 12p0 M 11p0 10p0"   # the frontier's best design under 6,000 parameters
 NO_DROPOUT = dict(recompute_bn=False)   # nothing to recompute the statistics for: test as trained
 
 CANDIDATES = {
@@ -49,6 +52,15 @@ CANDIDATES = {
     "f3762-nodrop-shift2": dict(layers="4p1 4p1 4p1 M 8p1 8p1 8p1 M 8p1 8p1 8p1", order="conv-bn-relu",
                                 conv_bias=True, fc_bias=True, recipe=dict(NO_DROPOUT, shift=2.0)),
     "f3786-nodrop-shift2": dict(layers="6p1 8p1 M 8p1 10p0 M 10p0 10p0", recipe=dict(NO_DROPOUT, shift=2.0)),
+    # The promise at 6,000 parameters or fewer: levers that act on underfitting, on Model 4's recipe.
+    "p5936-shift1-rot5": dict(layers=F5936, recipe=dict(NO_DROPOUT, shift=1.0, rotation=5.0)),
+    "p5936-shift3-rot10": dict(layers=F5936, recipe=dict(NO_DROPOUT, shift=3.0, rotation=10.0)),
+    "p5936-lr04": dict(layers=F5936, recipe=dict(NO_DROPOUT, shift=2.0, lr=0.04)),
+    "p5936-step8": dict(layers=F5936, recipe=dict(NO_DROPOUT, shift=2.0, step_size=8)),
+    "p5936-batch64": dict(layers=F5936, recipe=dict(NO_DROPOUT, shift=2.0, batch_size=64, lr=0.04)),
+    "p5936-bnrelu": dict(layers=F5936, order="conv-bn-relu", recipe=dict(NO_DROPOUT, shift=2.0)),
+    "p5968-1x1": dict(layers="8p1 12p1 M 8k1p0 12p1 16p0 M 8k1p0 12p0 10p0", recipe=dict(NO_DROPOUT, shift=2.0)),
+    "p5672-1x1-gap4": dict(layers="8p1 16p1 M 8k1p0 12p1 16p0 M 8k1p0 16p0 10k1p0", recipe=dict(NO_DROPOUT, shift=2.0)),
 }
 
 
@@ -61,13 +73,13 @@ class Candidate(nn.Sequential):
             if token == "M":
                 blocks.append(nn.MaxPool2d(2, 2))
                 continue
-            kind = "s" if "s" in token else "p"
-            out, padding = (int(n) for n in token.split(kind))
+            out, size, kind, padding = re.fullmatch(r"(\d+)(?:k(\d+))?([ps])(\d+)", token).groups()
+            out, size, padding = int(out), int(size or 3), int(padding)
             if kind == "p":
-                conv = nn.Conv2d(channels, out, kernel_size=(3, 3), padding=padding, bias=conv_bias)
+                conv = nn.Conv2d(channels, out, kernel_size=(size, size), padding=padding, bias=conv_bias)
             else:
                 conv = nn.Sequential(
-                    nn.Conv2d(channels, channels, kernel_size=(3, 3), padding=padding, groups=channels, bias=False),
+                    nn.Conv2d(channels, channels, kernel_size=(size, size), padding=padding, groups=channels, bias=False),
                     nn.Conv2d(channels, out, kernel_size=(1, 1), bias=conv_bias))
             norm = [nn.ReLU(), nn.BatchNorm2d(out)] if order == "conv-relu-bn" else [nn.BatchNorm2d(out), nn.ReLU()]
             blocks.append(nn.Sequential(conv, *norm, *([nn.Dropout(dropout)] if dropout else [])))
