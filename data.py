@@ -74,26 +74,40 @@ def check_idx_file(path):
 
 def check_mnist(folder):
     """Raise DataError unless the four files hold what training needs: per split, as many labels as
-    28x28 images, each label a digit 0-9, and training images that are not the test images. Each
-    message is one line naming the file; sizes against headers are check_idx_file's."""
-    dims = {name: check_idx_file(folder / name) for name in RAW_FILES}
-    for images, labels in (RAW_FILES[:2], RAW_FILES[2:]):
-        if len(dims[images]) != 3 or dims[images][1:] != [28, 28]:
-            shape = " x ".join(f"{d:,}" for d in dims[images])
-            raise DataError(f"{folder / images} does not hold 28x28 images (its header says {shape})")
-        if len(dims[labels]) != 1:
-            raise DataError(f"{folder / labels} is not a file of labels (its header has "
-                            f"{len(dims[labels])} dimensions, not 1)")
-        if dims[labels][0] != dims[images][0]:
-            raise DataError(f"{folder / labels} holds {dims[labels][0]:,} labels for the "
-                            f"{dims[images][0]:,} images of {images}; the two files are of different sets")
-        largest = max((folder / labels).read_bytes()[8:], default=0)
-        if largest > 9:
-            raise DataError(f"{folder / labels} holds the label {largest}; a digit's label is 0-9")
-    train_images, test_images = folder / RAW_FILES[0], folder / RAW_FILES[2]
-    if dims[RAW_FILES[0]] == dims[RAW_FILES[2]] and train_images.read_bytes() == test_images.read_bytes():
-        raise DataError(f"{train_images} holds the same images as {test_images.name}; "
-                        "training on the test set measures nothing")
+    28x28 images (at least one), each label a digit 0-9, and no test image among the training
+    images. Each message is one line naming the file; sizes against headers are check_idx_file's,
+    and a file that cannot be read is named with the reason."""
+    try:
+        dims = {name: check_idx_file(folder / name) for name in RAW_FILES}
+        for images, labels in (RAW_FILES[:2], RAW_FILES[2:]):
+            if len(dims[images]) != 3 or dims[images][1:] != [28, 28]:
+                shape = " x ".join(f"{d:,}" for d in dims[images])
+                raise DataError(f"{folder / images} does not hold 28x28 images (its header says {shape})")
+            if dims[images][0] == 0:
+                raise DataError(f"{folder / images} holds no images (its header says 0)")
+            if len(dims[labels]) != 1:
+                raise DataError(f"{folder / labels} is not a file of labels (its header has "
+                                f"{len(dims[labels])} dimensions, not 1)")
+            if dims[labels][0] != dims[images][0]:
+                raise DataError(f"{folder / labels} holds {dims[labels][0]:,} labels for the "
+                                f"{dims[images][0]:,} images of {images}; the two files are of different sets")
+            largest = max((folder / labels).read_bytes()[8:], default=0)
+            if largest > 9:
+                raise DataError(f"{folder / labels} holds the label {largest}; a digit's label is 0-9")
+        train_images, test_images = folder / RAW_FILES[0], folder / RAW_FILES[2]
+        seen = set(images_of(train_images))
+        shared = sum(image in seen for image in images_of(test_images))
+    except OSError as e:
+        raise DataError(f"cannot read {e.filename or folder}: {e.strerror or e}") from None
+    if shared:
+        raise DataError(f"{train_images} holds {shared:,} of the {dims[RAW_FILES[2]][0]:,} test images of "
+                        f"{test_images.name}; training on the test set measures nothing")
+
+
+def images_of(path):
+    """The 28x28 images of an IDX file of images, each as its 784 bytes."""
+    pixels = path.read_bytes()[16:]
+    return (pixels[i:i + 784] for i in range(0, len(pixels), 784))
 
 
 def load_split(data_dir, train, device="cpu"):
@@ -108,7 +122,10 @@ def load_splits(data_dir, device="cpu", trains=(True, False)):
     if missing:
         _download(data_dir, missing)
     check_mnist(folder)
-    splits = [datasets.MNIST(folder.parent.parent, train=train, download=False) for train in trains]
+    try:
+        splits = [datasets.MNIST(folder.parent.parent, train=train, download=False) for train in trains]
+    except OSError as e:
+        raise DataError(f"cannot read {e.filename or folder}: {e.strerror or e}") from None
     return [(split.data.to(device).unsqueeze(1).float().div_(255), split.targets.to(device)) for split in splits]
 
 

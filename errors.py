@@ -1,31 +1,29 @@
 """What a trained model gets wrong: every misclassified test digit and the confusion matrix, as one
 picture.
 
-    python train.py --model 3 --seed 21 --save-model m3.pt          # any run, any device
-    python results/errors.py m3.pt --model 3 --out errors.svg       # draws it, prints the matrix
+    python train.py --model 3 --seed 21 --save-model m3.pt     # any run, any device
+    python errors.py m3.pt --model 3 --out errors.svg          # draws it, prints the matrix
 
 It reads a `--save-model` file rather than being a flag of train.py, so that a committed model
-can be drawn again without training it again, and train.py stays the lesson. The picture is SVG
-written as text, as results/tables.py writes `accuracy.svg`: each digit is its own 28x28 PNG
+can be drawn again without training it again, and train.py stays the lesson. `--model` is required:
+a state_dict does not say which model it is, and Models 3 and 4 hold the same tensors (Dropout has
+none), so Model 4's weights load into Model 3 as well. The picture is SVG
+written as text, as lab/tables.py writes `accuracy.svg`: each digit is its own 28x28 PNG
 (torchvision.io.encode_png) inside it, under a caption "true → predicted" and the model's
 probability for what it predicted; the digits are ordered by their true class and, within one,
 from the most confident mistake to the least. The confusion matrix below counts test digits by
 true class (rows) and prediction (columns), the diagonal set apart, with each class's accuracy.
 """
-import argparse
 import base64
 import os
 import sys
-from pathlib import Path
 
 import torch
 from torchvision.io import encode_png
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # models.py, data.py, train.py
-
-import data  # noqa: E402
-from models import MODELS  # noqa: E402
-from train import ArgumentParser, pick_device  # noqa: E402
+import data
+from models import MODELS
+from train import ArgumentParser, one_line, pick_device, unwritable, write_atomically
 
 SCALE = 2                    # each image pixel drawn as SCALE x SCALE
 CELL_W, CELL_H = 64, 92      # one misclassified digit with its caption
@@ -134,7 +132,8 @@ def matrix_text(matrix):
 def build_parser():
     p = ArgumentParser(description="Draw the test digits a trained model gets wrong, and its confusion matrix.")
     p.add_argument("weights", help="a state_dict written by train.py --save-model")
-    p.add_argument("--model", type=int, choices=sorted(MODELS), default=3, help="which model it is (default: 3)")
+    p.add_argument("--model", type=int, choices=sorted(MODELS), required=True,
+                   help="which model the weights are (required: Models 3 and 4 hold the same tensors)")
     p.add_argument("--out", default="errors.svg", help="the picture to write (default: errors.svg)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
                    help="auto picks cuda, then mps, then cpu (default: auto)")
@@ -146,12 +145,12 @@ def build_parser():
 def load_model(path, number, device):
     """Model `number` with the weights of `path`; ValueError with one line if they do not fit."""
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
+        state = torch.load(path, map_location=device, weights_only=True)   # tensors only, no code
         model = MODELS[number]().to(device)
         model.load_state_dict(state)
     except FileNotFoundError:
         raise ValueError(f"no file {path}") from None
-    except (RuntimeError, OSError, EOFError, TypeError, AttributeError) as e:
+    except Exception as e:   # not a state_dict (a text file, a whole pickled module), or another model's
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"{path} does not hold Model {number}'s weights ({first})") from None
     return model
@@ -160,25 +159,29 @@ def load_model(path, number, device):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     prog = os.path.basename(sys.argv[0])
+    weights, out = os.path.expanduser(args.weights), os.path.expanduser(args.out)
+    inputs = [weights, *(data.raw_folder(args.data_dir) / name for name in data.RAW_FILES)]
     try:
+        problem = unwritable(out, inputs)
+        if problem:
+            raise ValueError(f"argument --out: cannot write {out}: {problem}")
         device = pick_device(args.device)
-        model = load_model(os.path.expanduser(args.weights), args.model, device)
+        model = load_model(weights, args.model, device)
         pixels, labels = data.load_split(args.data_dir, train=False, device=device)
+        predicted, probability = predictions(model, pixels, labels)
+        svg = draw(pixels, labels, predicted, probability, f"Model {args.model}, {os.path.basename(weights)}")
+        write_atomically(out, lambda f: f.write(svg.encode("utf-8")))
     except ValueError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {one_line(e)}", file=sys.stderr)
         return 2
     except data.DataError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 1
-    predicted, probability = predictions(model, pixels, labels)
+    except OSError as e:
+        print(f"error: cannot write {one_line(e.filename or out)}: {e.strerror or e}", file=sys.stderr)
+        return 1
     matrix = confusion_matrix(labels, predicted)
     wrong = len(labels) - matrix.diag().sum().item()
-    title = f"Model {args.model}, {os.path.basename(args.weights)}"
-    try:
-        Path(args.out).expanduser().write_text(draw(pixels, labels, predicted, probability, title))
-    except OSError as e:
-        print(f"{prog}: error: cannot write {args.out}: {e.strerror or e}", file=sys.stderr)
-        return 2
     print(matrix_text(matrix))
     print(f"{wrong} of {len(labels):,} test digits misclassified "
           f"({100 * (len(labels) - wrong) / len(labels):.2f}% correct); drawn in {args.out}")

@@ -1,15 +1,15 @@
 """The tables of both READMEs and results/accuracy.svg, made from the metrics files that train.py
 wrote under results/:
 
-    python results/tables.py     # prints the tables and rewrites results/accuracy.svg
+    python -m lab.tables     # prints the tables and rewrites results/accuracy.svg
 
 results/modelM/seedS.json are the runs of each model's recipe as it is now; results/earlier/,
 results/more-seeds/, results/gpu-h200/ and results/recipe-search/ hold the runs that chose the
-recipes and those of earlier recipes (results/README.md says which is which); results/screen/
-the runs of the candidates for Model 4 (results/screen.py). A dry run or an unfinished run is
-never counted as a result: the command names each one it leaves out. Unit tests check that the
-READMEs hold exactly these tables and that the picture is what this file draws, so neither can
-drift from the runs.
+recipes and those of earlier recipes (results/README.md says which is which); results/screen/,
+results/frontier/ and results/screen-6000/ the runs of lab/screen.py's candidates. A table counts
+only finished runs (every epoch asked for, not a dry run, not interrupted), and the command names
+each file it leaves out. Unit tests check that the READMEs hold exactly these tables and that the
+picture is what this file draws, so neither can drift from the runs.
 """
 import collections
 import json
@@ -18,21 +18,26 @@ import statistics
 import sys
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent
-sys.path.insert(0, str(RESULTS.parent))   # train.py, when run as `python results/tables.py`
+import train
+from train import TARGET_ACCURACY, TARGET_EPOCHS, target_met
 
-import train  # noqa: E402
-from train import TARGET_ACCURACY, TARGET_EPOCHS, target_met  # noqa: E402
-
+RESULTS = Path(__file__).resolve().parent.parent / "results"
 SVG = RESULTS / "accuracy.svg"
-FRONTIER = RESULTS / "frontier"   # designs smaller than Model 4, run by results/screen.py
-MODEL4_LAYERS = "8p1 12p1 M 16p1 16p0 M 11p0 10p0"   # models.Model4 in results/screen.py's notation
+FRONTIER = RESULTS / "frontier"   # designs smaller than Model 4, run by lab/screen.py
+SCREEN_6000 = RESULTS / "screen-6000"   # the screen for the promise at 6,000 parameters or fewer
+EPOCHS = 15   # a result is a run of the write-up's 15 epochs
+MODEL4_LAYERS = "8p1 12p1 M 16p1 16p0 M 11p0 10p0"   # models.Model4 in lab/screen.py's notation
 
 
 def read_run(path):
-    """One metrics file. Files written before --weight-decay existed have none: it was 0."""
-    run = json.loads(path.read_text())
-    run["config"].setdefault("weight_decay", 0.0)
+    """One metrics file, or None where the file is not one (half written, or another program's).
+    Files written before --weight-decay existed have none: it was 0."""
+    try:
+        run = json.loads(path.read_text(encoding="utf-8"))
+        run["config"].setdefault("weight_decay", 0.0)
+        len(run["epochs"])
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
+        return None
     return run
 
 
@@ -53,33 +58,49 @@ def level(tests):
     return statistics.mean(tests[-TARGET_EPOCHS:])
 
 
-def finished(run):
-    """A result: every epoch it was asked for, not interrupted, not a --dry-run."""
-    return not why_not_counted(run)
+def finished(run, path=None):
+    """A result: a metrics file of every epoch it was asked for, not interrupted, not a --dry-run;
+    under results/modelM/, a run of Model M's recipe for EPOCHS epochs; a candidate's, of EPOCHS."""
+    return not why_not_counted(run, path)
 
 
-def why_not_counted(run):
+def why_not_counted(run, path=None):
     """Why a run's numbers are not a result, or "" where they are."""
-    if run["config"].get("dry_run"):
+    if run is None:
+        return "not a metrics file of train.py (half written, or another program's)"
+    config = run["config"]
+    if config.get("dry_run"):
         return "a --dry-run"
-    done = f"{len(run['epochs'])} of {run['config']['epochs']} epochs"
+    done = f"{len(run['epochs'])} of {config['epochs']} epochs"
     if run.get("interrupted"):
         return f"interrupted ({done})"
-    if len(run["epochs"]) != run["config"]["epochs"]:
+    if len(run["epochs"]) != config["epochs"]:
         return f"unfinished ({done})"
+    folder = re.fullmatch(r"model(\d+)", path.parent.name) if path else None
+    if folder and int(folder[1]) in train.RECIPES:
+        model = int(folder[1])
+        if config["model"] != model or not trained_as(config, train.RECIPES[model]) or config["epochs"] != EPOCHS:
+            return f"not Model {model}'s recipe of {EPOCHS} epochs"
+    if "candidate" in config and config["epochs"] != EPOCHS:
+        return f"{config['epochs']} epochs, not {EPOCHS}"
     return ""
+
+
+def metrics_files(folder, pattern="*.json"):
+    """(path, run) for every file of the pattern in the folder, sorted; run None where unreadable."""
+    return [(path, read_run(path)) for path in sorted(folder.glob(pattern))]
 
 
 def model_runs(model):
     """The finished runs of model M's recipe, results/modelM/seedS.json, by seed."""
-    runs = [read_run(path) for path in (RESULTS / f"model{model}").glob("seed*.json")]
-    return sorted(filter(finished, runs), key=lambda run: run["config"]["seed"])
+    runs = [run for path, run in metrics_files(RESULTS / f"model{model}", "seed*.json") if finished(run, path)]
+    return sorted(runs, key=lambda run: run["config"]["seed"])
 
 
 def not_counted(folder=RESULTS):
     """(path, why) for every metrics file under results/ that no table counts as a result."""
-    runs = ((path, read_run(path)) for path in sorted(folder.rglob("*.json")))
-    return [(path.relative_to(folder), why_not_counted(run)) for path, run in runs if why_not_counted(run)]
+    runs = metrics_files(folder, "**/*.json")
+    return [(path.relative_to(folder), why_not_counted(run, path)) for path, run in runs if why_not_counted(run, path)]
 
 
 def seeds(runs):
@@ -95,21 +116,21 @@ def met_and_level(runs, accuracies):
 
 
 def headline_table(confirming=range(11, 31)):
-    """Per model, Models 3 and 4 first: the seeds run, how many met the target, and the level
-    averaged over seeds, as the recipe tests (with BatchNorm statistics recomputed for Models 2-4)
-    and with the statistics as trained (the write-up's way; the same for Model 1). For Models 3
+    """Per model: the seeds run, how many met the target, and the level averaged over seeds, as
+    the recipe tests, and for Models 2 and 3, which test with BatchNorm statistics recomputed, with
+    the statistics as trained too (the write-up's way; Models 1 and 4 test so already). For Models 3
     and 4, also how many of the `confirming` seeds met it: those seeds played no part in choosing
     the layers or the recipe."""
     lines = [f"| Model | Parameters | Seeds | Target met | Level % "
              f"| Target met, seeds {confirming[0]}–{confirming[-1]} "
              f"| Target met, statistics as trained | Level as trained % |",
              "|---|---|---|---|---|---|---|---|"]
-    for model in (3, 4, 1, 2):
+    for model in (1, 2, 3, 4):
         runs = model_runs(model)
         if not runs:
             continue
         met, level_ = met_and_level(runs, test_accuracies)
-        trained_met, trained_level = met_and_level(runs, as_trained)
+        trained_met, trained_level = met_and_level(runs, as_trained) if train.RECIPES[model]["recompute_bn"] else "——"
         confirmed = [run for run in runs if run["config"]["seed"] in confirming]
         confirmed_met = met_and_level(confirmed, test_accuracies)[0] if model in (3, 4) and confirmed else "—"
         lines.append(f"| {model} | {runs[0]['config']['parameters']:,} | {seeds(runs)} | {met} | {level_} "
@@ -162,14 +183,15 @@ def search_table(folder=RESULTS / "recipe-search"):
     lines = [f"| run (results/recipe-search/) | model | params | batch | lr | weight decay | StepLR step / gamma "
              f"| rotation | statistics | seed | device | test accuracy %, last {TARGET_EPOCHS} epochs run | target met |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for path in sorted(folder.glob("*.json")):
-        run = read_run(path)
+    for path, run in metrics_files(folder):
+        if run is None:
+            continue
         config, tests = run["config"], test_accuracies(run)
         last = ", ".join(f"{t:.2f}" for t in tests[-TARGET_EPOCHS:])
         epochs = f"epochs {len(tests) - TARGET_EPOCHS}–{len(tests) - 1}"
         rotation = f"±{config['rotation_degrees']:g}°" if config["augment"] else "none"
         statistics_ = "recomputed" if config.get("recompute_bn") else "as trained"
-        verdict = ("yes" if target_met(tests) else "no") if finished(run) else "stopped early"
+        verdict = ("yes" if target_met(tests) else "no") if finished(run, path) else "stopped early"
         lines.append(f"| {path.stem} | {config['model']} | {config['parameters']:,} | {config['batch_size']} | "
                      f"{config['lr']:g} | {config['weight_decay']:g} | {config['step_size']} / {config['gamma']:g} | "
                      f"{rotation} | {statistics_} | {config['seed']} | {config['device']} | {last} ({epochs}) | {verdict} |")
@@ -183,9 +205,8 @@ def recipe_summary(folder=RESULTS, fewest=3):
     folder, the file names less their seed (results/recipe-search/nearest_lr02_step6_seedS).
     The spread is the standard deviation over seeds of each seed's level."""
     groups = {}
-    for path in sorted(folder.rglob("*.json")):
-        run = read_run(path)
-        if finished(run):
+    for path, run in metrics_files(folder, "**/*.json"):
+        if finished(run, path):
             stem = re.sub(r"[-_]?seed\d+$", "", path.stem)
             name = "/".join(part for part in (path.parent.relative_to(folder).as_posix(), stem) if part not in ("", "."))
             groups.setdefault((run["config"]["model"], name), []).append(run)
@@ -211,17 +232,16 @@ def recipe_summary(folder=RESULTS, fewest=3):
 
 
 def candidate_runs(folder):
-    """The finished runs of each candidate of results/screen.py in a folder, by name, in seed order."""
+    """The finished runs of each candidate of lab/screen.py in a folder, by name, in seed order."""
     groups = {}
-    for path in sorted(folder.glob("*.json")):
-        run = read_run(path)
-        if finished(run):
+    for path, run in metrics_files(folder):
+        if finished(run, path):
             groups.setdefault(run["config"]["candidate"], []).append(run)
     return {name: sorted(runs, key=lambda run: run["config"]["seed"]) for name, runs in groups.items()}
 
 
 def screen_table(folder=RESULTS / "screen"):
-    """The candidates for Model 4 (results/screen.py), or those of the frontier below it, best
+    """The candidates of a screen (lab/screen.py) in one folder of results/, best
     level first: parameters, the seeds run, how many met the target, the level and its spread
     over seeds, the lowest of the last epochs, and the best training accuracy (a candidate that
     fits better trains higher)."""
@@ -256,9 +276,9 @@ def differences(config):
 def trained_as(config, recipe):
     """Whether a run trained with a recipe of train.RECIPES: the same optimizer, schedule, batch and
     augmentation (how it tests, with BatchNorm statistics recomputed or not, may differ)."""
-    same = all(config[key] == recipe[key]
+    same = all(config.get(key) == recipe[key]
                for key in ("batch_size", "lr", "momentum", "weight_decay", "step_size", "gamma", "augment"))
-    augmentation = (config["rotation_degrees"], config.get("shift_pixels", 0.0))
+    augmentation = (config.get("rotation_degrees"), config.get("shift_pixels", 0.0))
     return same and augmentation == ((recipe["rotation"], recipe["shift"]) if recipe["augment"] else (0.0, 0.0))
 
 
@@ -331,11 +351,14 @@ def accuracy_svg(models=(3, 4), low=98.8, high=99.7):
 
 
 if __name__ == "__main__":
+    sys.stdout.reconfigure(errors="replace")   # an ASCII console gets ? for the table's dashes
+    sys.stderr.reconfigure(errors="replace")
     for path, why in not_counted():
         print(f"not counted: results/{path.as_posix()}: {why}", file=sys.stderr)
-    SVG.write_text(accuracy_svg())
+    train.write_atomically(SVG, lambda f: f.write(accuracy_svg().encode("utf-8")))
     for title, text in (("headline (README.md)", headline_table()), ("runs of the recipes", runs_table()),
                         ("recipe search", search_table()), ("recipes over seeds", recipe_summary()),
                         ("the screen for Model 4", screen_table()), ("the frontier", screen_table(FRONTIER)),
-                        ("the frontier (README.md)", frontier_table())):
+                        ("the frontier (README.md)", frontier_table()),
+                        ("the screen at 6,000 parameters or fewer", screen_table(SCREEN_6000))):
         print(f"## {title}\n\n{text}\n")

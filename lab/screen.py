@@ -1,30 +1,28 @@
-"""Candidates for Model 4, each trained by train.py itself:
+"""Candidates for a model, each trained by train.py itself, in Model 4's place:
 
-    python results/screen.py NAME [train.py flags]     # e.g. m3-nodrop --seed 1 --metrics out.json
-    python results/screen.py --list                    # every candidate's table and recipe
+    python -m lab.screen NAME [train.py flags]     # e.g. m3-nodrop --seed 1 --metrics out.json
+    python -m lab.screen --list                    # every candidate's table and recipe
 
-A candidate is a layer string read left to right, as `../shared/bench/sweep.py` writes it: `OUTpPAD`
-is a 3x3 convolution to OUT channels with padding PAD (`OUTkKpPAD` a KxK one: `8k1p0` is a 1x1
-convolution to 8 channels), `OUTsPAD` a separable one (a 3x3 convolution
-of each channel on its own, then a 1x1 convolution to OUT channels: far fewer parameters for the
-width), `M` a 2x2 max-pool; after the last token come global average pooling and a linear layer to
-the 10 digits. A block is conv, ReLU, BatchNorm (the
-write-up's order) or conv, BatchNorm, ReLU, then Dropout where the candidate has it. Its recipe is
-Model 3's with the changes it names. The run is train.py's own `--model 4` with the candidate in
-Model 4's place, and the metrics file records the candidate's name and layers beside the rest.
-The results and the rule that chose among them are in results/README.md; the `f...` candidates,
-smaller than Model 4, are its frontier (runs in results/frontier/).
+A candidate is a layer string read left to right, as `sweep.py` (the GPU sweep, results/README.md)
+writes it: `OUTpPAD` is a 3x3 convolution to OUT channels with padding PAD (`OUTkKpPAD` a KxK one:
+`8k1p0` is a 1x1 convolution to 8 channels), `OUTsPAD` a separable one (a 3x3 convolution of each
+channel on its own, then a 1x1 convolution to OUT channels: far fewer parameters for the width), `M`
+a 2x2 max-pool; after the last token come global average pooling and a linear layer to the 10
+digits. A block is conv, ReLU, BatchNorm (the write-up's order) or conv, BatchNorm, ReLU, then
+Dropout where the candidate has it. Its recipe is Model 3's with the changes it names. The run is
+train.main with the candidate and its recipe given in Model 4's place, and the metrics file records
+the candidate's name and layers beside the rest. The results and the rules that chose among them
+are in results/README.md: `m3-...` and the others without a prefix were the candidates for Model 4
+(results/screen/), `f...` its frontier (results/frontier/), `p...` the screen at 6,000 parameters
+or fewer (results/screen-6000/).
 """
 import re
 import sys
-from pathlib import Path
 
 import torch.nn as nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # train.py, models.py, data.py
-
-import train  # noqa: E402
-from models import summary  # noqa: E402
+import train
+from models import MODELS, summary
 
 MODEL3_LAYERS = "8p1 12p1 M 16p1 16p0 M 11p0 10p0"
 F5936 = "8p1 12p1 M 12p1 12p0 M 11p0 10p0"   # the frontier's best design under 6,000 parameters
@@ -97,15 +95,10 @@ def model_class(name):
     return type(name, (Candidate,), {"__init__": lambda self: Candidate.__init__(self, **layers(name))})
 
 
-def install(name):
-    """Put the candidate in Model 4's place in train.py, and its name and layers in the metrics."""
-    train.MODELS[4] = model_class(name)
-    train.RECIPES[4] = dict(train.RECIPES[3], **CANDIDATES[name]["recipe"])
-    configuration = train.configuration
-    train.configuration = lambda args, parameters: dict(configuration(args, parameters), candidate=name, **layers(name))
-
-
 def main(argv):
+    if argv[:1] in (["-h"], ["--help"]):
+        print(__doc__.strip())
+        return 0
     if argv[:1] == ["--list"]:
         for name, spec in CANDIDATES.items():
             print(f"{name}: {spec}")
@@ -113,10 +106,15 @@ def main(argv):
             print()
         return 0
     if not argv or argv[0] not in CANDIDATES:
-        print(f"screen.py: error: the first argument names a candidate: {', '.join(CANDIDATES)}", file=sys.stderr)
+        print(f"screen: error: the first argument names a candidate: {', '.join(CANDIDATES)}", file=sys.stderr)
         return 2
-    install(argv[0])
-    return train.main(["--model", "4", *argv[1:]])
+    if "--model" in argv or any(a.startswith("--model=") for a in argv):
+        print("screen: error: a candidate takes Model 4's place; --model is not one of its flags", file=sys.stderr)
+        return 2
+    name = argv[0]
+    return train.main([*argv[1:], "--model", "4"], models={**MODELS, 4: model_class(name)},
+                      recipes={**train.RECIPES, 4: dict(train.RECIPES[3], **CANDIDATES[name]["recipe"])},
+                      record=dict(candidate=name, **layers(name)))
 
 
 if __name__ == "__main__":

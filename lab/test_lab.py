@@ -1,0 +1,220 @@
+"""The lab's tests: its tables, the screen of candidates, and the runs committed under results/
+with the tables and picture made from them. Found by `python -m unittest` from the project's root."""
+import contextlib
+import io
+import json
+import tempfile
+import unittest
+import unittest.mock
+from pathlib import Path
+
+import torch
+
+import train
+from lab import screen, tables
+from models import MODELS, count_parameters, summary
+
+HERE = Path(__file__).resolve().parent.parent
+# A run's configuration as train.py writes it for Model 3's recipe (the keys the tables read).
+MODEL3_CONFIG = dict(train.RECIPES[3], model=3, rotation_degrees=7.0, shift_pixels=0.0, dry_run=False)
+
+
+class TestTables(unittest.TestCase):
+    def test_the_recipe_summary_groups_the_seeds_of_a_recipe_and_skips_unfinished_runs(self):
+        def run(seed, tests, epochs=15, trained=None):   # the first epochs of each at 99.0
+            config = dict(MODEL3_CONFIG, seed=seed, epochs=epochs, recompute_bn=trained is not None)
+            padding = epochs - 4
+            epochs_ = [{"test_accuracy": t} for t in [99.0] * padding + tests]
+            for epoch, t in zip(epochs_, [99.0] * padding + (trained or [])):
+                epoch["test_accuracy_trained_statistics"] = t
+            return {"config": config, "epochs": epochs_}
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp) / "trials"
+            (folder / "model3").mkdir(parents=True)
+            for name, metrics in (("a_seed1", run(1, [99.0, 99.4, 99.5, 99.6])),
+                                  ("a_seed2", run(2, [99.0, 99.3, 99.4, 99.5])),
+                                  ("a_seed3", run(3, [99.0, 99.5, 99.5])),  # stopped early: 14 of 15
+                                  ("b_seed1", run(1, [99.0, 99.5, 99.5, 99.5])),
+                                  ("model3/seed1", run(1, [99.0, 99.5, 99.5, 99.5], trained=[99, 99.4, 99.4, 99.3])),
+                                  ("model3/seed2", run(2, [99.0, 99.4, 99.5, 99.6], trained=[99, 99.4, 99.4, 99.4]))):
+                (folder / f"{name}.json").write_text(json.dumps(metrics))
+            lines = tables.recipe_summary(folder, fewest=2).splitlines()
+        self.assertEqual(len(lines), 4)   # header, rule, model3/ and recipe a; b has one seed
+        self.assertEqual(lines[2], "| `model3` | 3 | 2 | 2/2 | 99.50 | 0.00 | 99.40 | 1/2 | 99.38 |")
+        self.assertEqual(lines[3], "| `a` | 3 | 2 | 1/2 | 99.45 | 0.07 | 99.30 | — | — |")
+
+    def test_the_frontier_shows_per_size_the_best_design_on_model4s_recipe(self):
+        def run(name, seed, tests, parameters=5000, **recipe):
+            config = dict(train.RECIPES[4], candidate=name, seed=seed, epochs=15, parameters=parameters,
+                          layers="8p1 M 10p0", rotation_degrees=7.0, shift_pixels=2.0)
+            config.update(recipe)
+            return {"config": config, "epochs": [{"test_accuracy": t} for t in [99.0] * 11 + tests]}
+        with tempfile.TemporaryDirectory() as tmp:
+            for seed in (1, 2):
+                for metrics in (run("a-worse", seed, [99.0, 99.4, 99.4, 99.4]),
+                                run("better", seed, [99.0, 99.5, 99.5, 99.4]),
+                                run("best-but-other-recipe", seed, [99.6] * 4, weight_decay=0.0),
+                                run("best-but-other-shift", seed, [99.6] * 4, shift_pixels=3.0),
+                                run("small", seed, [99.0, 99.3, 99.3, 99.3], parameters=3000, conv_bias=True)):
+                    (Path(tmp) / f"{metrics['config']['candidate']}_seed{seed}.json").write_text(json.dumps(metrics))
+            lines = tables.frontier_table(Path(tmp)).splitlines()
+        self.assertEqual(len(lines), 5)   # header, rule, Model 4, one row per size
+        self.assertTrue(lines[2].startswith("| 7,788 |") and "(Model 4)" in lines[2] and "| 1–2 |" in lines[2])
+        self.assertEqual(lines[3], "| 5,000 | 8 / 10 | — | 1–2 | 2/2 | 99.47 |")
+        self.assertEqual(lines[4], "| 3,000 | 8 / 10 | biases | 1–2 | 0/2 | 99.30 |")
+
+    def test_a_run_is_trained_as_a_recipe_only_with_its_optimizer_schedule_batch_and_augmentation(self):
+        recipe = train.RECIPES[4]
+        config = dict(recipe, rotation_degrees=7.0, shift_pixels=2.0, recompute_bn=True)
+        self.assertTrue(tables.trained_as(config, recipe))          # testing differently is allowed
+        for change in (dict(lr=0.05), dict(momentum=0.8), dict(batch_size=64), dict(step_size=8),
+                       dict(rotation_degrees=10.0), dict(shift_pixels=0.0)):
+            with self.subTest(change=change):
+                self.assertFalse(tables.trained_as(dict(config, **change), recipe))
+        self.assertTrue(tables.trained_as(dict(train.RECIPES[1], rotation_degrees=0.0), train.RECIPES[1]))
+
+    def test_a_layer_string_reads_as_channels_per_stage(self):
+        self.assertEqual(tables.channels("8p1 12p1 M 16p1 16p0 M 11p0 10p0"), "8, 12 / 16, 16 / 11, 10")
+        self.assertEqual(tables.channels("8p1 12p1 M 32s1 32s0 M 44s1 44s0"), "8, 12 / 32, 32 / 44, 44")
+        self.assertEqual(tables.channels("4p1 4p1 4p1"), "4, 4, 4")
+
+    def test_a_dry_run_or_an_unfinished_run_is_never_counted_and_is_named(self):
+        def run(seed, dry_run=False, interrupted=False, epochs=15):
+            config = dict(MODEL3_CONFIG, seed=seed, epochs=15, dry_run=dry_run, recompute_bn=False)
+            record = {"config": config, "epochs": [{"test_accuracy": 42.73}] * epochs}
+            return dict(record, interrupted=True) if interrupted else record
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp) / "model3"
+            folder.mkdir()
+            for name, metrics in (("seed1", run(1)), ("seed2", run(2)), ("seed3", run(3, dry_run=True)),
+                                  ("seed4", run(4, interrupted=True)), ("seed5", run(5, epochs=2))):
+                (folder / f"{name}.json").write_text(json.dumps(metrics))
+            lines = tables.recipe_summary(Path(tmp), fewest=2).splitlines()
+            skipped = tables.not_counted(Path(tmp))
+        self.assertEqual(lines[2].split(" | ")[2], "2")   # seeds 1 and 2 only
+        self.assertEqual([(p.as_posix(), why) for p, why in skipped],
+                         [("model3/seed3.json", "a --dry-run"), ("model3/seed4.json", "interrupted (15 of 15 epochs)"),
+                          ("model3/seed5.json", "unfinished (2 of 15 epochs)")])
+
+    def test_a_run_of_another_recipe_or_length_or_a_file_that_is_not_a_run_is_not_counted_and_is_named(self):
+        def run(seed, epochs=15, **change):
+            config = dict(MODEL3_CONFIG, seed=seed, epochs=epochs, **change)
+            return {"config": config, "epochs": [{"test_accuracy": 99.5}] * epochs}
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp) / "model3"
+            folder.mkdir()
+            for name, metrics in (("seed1", run(1)), ("seed2", run(2, epochs=1)), ("seed3", run(3, lr=1e30))):
+                (folder / f"{name}.json").write_text(json.dumps(metrics))
+            (folder / "seed4.json").write_text('{"config": {"model": 3, "ep')   # half written
+            (folder / "seed5.json").write_text('[1, 2, 3]')                     # another program's
+            with unittest.mock.patch.object(tables, "RESULTS", Path(tmp)):
+                self.assertEqual([r["config"]["seed"] for r in tables.model_runs(3)], [1])
+            skipped = dict((p.as_posix(), why) for p, why in tables.not_counted(Path(tmp)))
+        self.assertEqual(sorted(skipped), [f"model3/seed{s}.json" for s in (2, 3, 4, 5)])
+        self.assertIn("recipe of 15 epochs", skipped["model3/seed2.json"])
+        self.assertIn("recipe of 15 epochs", skipped["model3/seed3.json"])
+        self.assertIn("not a metrics file", skipped["model3/seed4.json"])
+        self.assertIn("not a metrics file", skipped["model3/seed5.json"])
+
+
+class TestScreen(unittest.TestCase):
+    def test_model4_is_the_screens_choice_weight_for_weight(self):
+        """So the screen's runs of m3-nodrop-shift2 are Model 4's seeds 1-10."""
+        choice = screen.CANDIDATES["m3-nodrop-shift2"]
+        self.assertEqual(choice["layers"], tables.MODEL4_LAYERS)
+        self.assertEqual(dict(train.RECIPES[3], **choice["recipe"]), train.RECIPES[4])
+        torch.manual_seed(0)
+        model4 = MODELS[4]()
+        torch.manual_seed(0)
+        candidate = screen.model_class("m3-nodrop-shift2")()
+        weights = lambda model: [t for t in model.state_dict().values() if t.is_floating_point()]
+        self.assertEqual(len(weights(model4)), len(weights(candidate)))
+        for ours, theirs in zip(weights(model4), weights(candidate)):
+            self.assertTrue(torch.equal(ours, theirs))
+        digits = torch.randn(4, 1, 28, 28)
+        torch.testing.assert_close(model4.eval()(digits), candidate.eval()(digits))
+
+    def test_each_candidates_table_counts_its_parameters(self):
+        for name in screen.CANDIDATES:
+            with self.subTest(candidate=name):
+                model = screen.model_class(name)()
+                self.assertIn(f"Total params: {count_parameters(model)[0]:,}", summary(model))
+                self.assertEqual(tuple(model.eval()(torch.zeros(2, 1, 28, 28)).shape), (2, 10))
+
+    def test_an_unknown_candidate_exits_2_with_one_line(self):
+        with contextlib.redirect_stderr(err := io.StringIO()):
+            self.assertEqual(screen.main(["no-such-design", "--seed", "1"]), 2)
+        self.assertEqual(len(err.getvalue().strip().splitlines()), 1)
+
+    def test_a_candidate_run_trains_the_candidate_or_refuses(self):
+        for argv in (["m3-nodrop", "--model", "3"], ["m3-nodrop", "--model=3"]):
+            with self.subTest(args=argv):
+                with contextlib.redirect_stderr(err := io.StringIO()):
+                    self.assertEqual(screen.main(argv), 2)
+                self.assertEqual(len(err.getvalue().strip().splitlines()), 1)
+        with contextlib.redirect_stdout(out := io.StringIO()):
+            self.assertEqual(screen.main(["--help"]), 0)
+        self.assertIn("python -m lab.screen NAME", out.getvalue())
+
+    def test_the_screen_gives_train_py_the_candidate_without_changing_train_py(self):
+        before = (dict(train.MODELS), {k: dict(v) for k, v in train.RECIPES.items()})
+        seen = {}
+        def run(args, model_class, log):
+            seen.update(model=model_class, lr=args.lr, record=log.record)
+            raise train.Refused("stop here")
+        with unittest.mock.patch.object(train, "run", run), contextlib.redirect_stderr(io.StringIO()):
+            self.assertEqual(screen.main(["p5936-lr04", "--dry-run"]), 2)
+        self.assertEqual(count_parameters(seen["model"]())[0], 5936)
+        self.assertEqual(seen["lr"], 0.04)
+        self.assertEqual(seen["record"]["candidate"], "p5936-lr04")
+        self.assertEqual((dict(train.MODELS), {k: dict(v) for k, v in train.RECIPES.items()}),
+                         before)
+
+
+class TestCommittedResults(unittest.TestCase):
+    """The runs under results/ (made by train.py) and the tables and picture made from them, so
+    that neither README can drift from the runs."""
+
+    def test_every_committed_run_is_complete_with_the_right_verdict_unless_named_stopped(self):
+        paths = sorted(tables.RESULTS.rglob("*.json"))
+        self.assertGreater(len(paths), 100)
+        for path in paths:
+            run = tables.read_run(path)
+            self.assertIsNotNone(run, path)
+            with self.subTest(run=str(path.relative_to(tables.RESULTS))):
+                self.assertFalse(run["config"]["dry_run"])
+                self.assertEqual(tables.finished(run, path), not path.stem.endswith("_stopped"))
+                if tables.finished(run, path):
+                    self.assertEqual(run["result"]["target_met"], train.target_met(tables.test_accuracies(run)))
+                if run["config"].get("recompute_bn"):
+                    self.assertEqual(run["result"]["target_met_trained_statistics"],
+                                     train.target_met(tables.as_trained(run)))
+
+    def test_the_runs_of_each_recipe_follow_it_on_the_seeds_the_readme_names(self):
+        expected_seeds = {1: range(1, 4), 2: range(1, 4), 3: range(1, 31), 4: range(1, 31)}
+        for model in (1, 2, 3, 4):
+            runs = tables.model_runs(model)
+            if model in expected_seeds:
+                self.assertEqual([run["config"]["seed"] for run in runs], list(expected_seeds[model]), model)
+            for run in runs:
+                config = run["config"]
+                with self.subTest(model=model, seed=config["seed"]):
+                    self.assertTrue((tables.RESULTS / f"model{model}" / f"seed{config['seed']}.log").is_file())
+                    self.assertEqual(config["model"], model)
+                    self.assertEqual(config["parameters"], count_parameters(MODELS[model]())[0])
+                    recipe = train.RECIPES[model]
+                    self.assertTrue(tables.trained_as(config, recipe))
+                    self.assertEqual(config.get("recompute_bn", False), recipe["recompute_bn"])
+                    self.assertEqual(config.get("recompute_images", 0),
+                                     train.RECOMPUTE_IMAGES if recipe["recompute_bn"] else 0)
+
+    def test_the_readmes_hold_the_tables_and_the_picture_is_drawn_from_the_runs(self):
+        readme = (HERE / "README.md").read_text()
+        notebook = (tables.RESULTS / "README.md").read_text()
+        self.assertIn(tables.headline_table(), readme)
+        self.assertIn(tables.frontier_table(), readme)
+        self.assertIn("results/accuracy.svg", readme)
+        for table in (tables.runs_table(), tables.search_table(), tables.recipe_summary(), tables.screen_table(),
+                      tables.screen_table(tables.FRONTIER), tables.screen_table(tables.SCREEN_6000)):
+            self.assertIn(table, notebook)
+        self.assertEqual(tables.SVG.read_text(), tables.accuracy_svg())
