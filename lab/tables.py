@@ -1,7 +1,8 @@
 """The tables of both READMEs and results/accuracy.svg, made from the metrics files that train.py
 wrote under results/:
 
-    python -m lab.tables     # prints the tables and rewrites results/accuracy.svg
+    python -m lab.tables            # prints the tables and rewrites results/accuracy.svg
+    python -m lab.tables --write    # and puts each table in its place in both READMEs
 
 results/modelM/seedS.json are the runs of each model's recipe as it is now; results/earlier/,
 results/more-seeds/, results/gpu-h200/ and results/recipe-search/ hold the runs that chose the
@@ -76,7 +77,7 @@ def why_not_counted(run, path=None):
         return f"interrupted ({done})"
     if len(run["epochs"]) != config["epochs"]:
         return f"unfinished ({done})"
-    folder = re.fullmatch(r"model(\d+)", path.parent.name) if path else None
+    folder = re.fullmatch(r"model(\d+)", path.parent.name) if path and path.parent.parent == RESULTS else None
     if folder and int(folder[1]) in train.RECIPES:
         model = int(folder[1])
         if config["model"] != model or not trained_as(config, train.RECIPES[model]) or config["epochs"] != EPOCHS:
@@ -283,7 +284,7 @@ def trained_as(config, recipe):
 
 
 def frontier_table(folder=FRONTIER):
-    """The README's frontier: Model 4 on the seeds the frontier ran, then at each smaller size the
+    """The frontier per size: Model 4 on the seeds the frontier ran, then at each smaller size the
     design with the best level among those trained with Model 4's recipe: parameters, channels per
     stage, what else differs, the seeds run, how many met the target, the level."""
     mean_level = lambda runs: statistics.mean(level(test_accuracies(run)) for run in runs)
@@ -350,15 +351,48 @@ def accuracy_svg(models=(3, 4), low=98.8, high=99.7):
     return "\n".join(out) + "\n"
 
 
+def readme_tables():
+    """Each README and the tables it holds."""
+    return {RESULTS.parent / "README.md": [headline_table()],
+            RESULTS / "README.md": [runs_table(), search_table(), recipe_summary(), screen_table(),
+                                    screen_table(FRONTIER), frontier_table(), screen_table(SCREEN_6000)]}
+
+
+def rewrite_readmes():
+    """Put each table in place of the README's table with its header and most of its rows' names."""
+    first_cells = lambda block: {line.split("|")[1].strip() for line in block[2:]}
+    for path, new_tables in readme_tables().items():
+        lines = path.read_text(encoding="utf-8").split("\n")
+        blocks, start = [], None
+        for i, line in enumerate(lines + [""]):
+            if line.startswith("|") and start is None:
+                start = i
+            elif not line.startswith("|") and start is not None:
+                blocks.append((start, i))
+                start = None
+        replaced = {}
+        for table in new_tables:
+            rows = table.split("\n")
+            candidates = [(len(first_cells(rows) & first_cells(lines[a:b])), (a, b)) for a, b in blocks
+                          if lines[a] == rows[0] and (a, b) not in replaced]
+            if candidates:
+                replaced[max(candidates)[1]] = rows
+        for (a, b), rows in sorted(replaced.items(), reverse=True):
+            lines[a:b] = rows
+        train.write_atomically(path, lambda f: f.write("\n".join(lines).encode("utf-8")))
+
+
 if __name__ == "__main__":
     sys.stdout.reconfigure(errors="replace")   # an ASCII console gets ? for the table's dashes
     sys.stderr.reconfigure(errors="replace")
     for path, why in not_counted():
         print(f"not counted: results/{path.as_posix()}: {why}", file=sys.stderr)
     train.write_atomically(SVG, lambda f: f.write(accuracy_svg().encode("utf-8")))
+    if sys.argv[1:] == ["--write"]:   # rewrite both READMEs' tables in place, then print them
+        rewrite_readmes()
     for title, text in (("headline (README.md)", headline_table()), ("runs of the recipes", runs_table()),
                         ("recipe search", search_table()), ("recipes over seeds", recipe_summary()),
                         ("the screen for Model 4", screen_table()), ("the frontier", screen_table(FRONTIER)),
-                        ("the frontier (README.md)", frontier_table()),
+                        ("the frontier, per size (results/README.md)", frontier_table()),
                         ("the screen at 6,000 parameters or fewer", screen_table(SCREEN_6000))):
         print(f"## {title}\n\n{text}\n")
