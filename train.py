@@ -207,9 +207,9 @@ def load_data(args, model_class):
                       "training images")
     args.test_batch_size = min(args.test_batch_size, len(test_split[1]))
     check_memory(model_class(), args, sum(t.nbytes for t in (*train_split, *test_split)), available)
-    if args.dry_run:
-        train_split, test_split = (tuple(t[:n] for t in split) for split, n in
-                                   ((train_split, args.batch_size), (test_split, args.test_batch_size)))
+    if args.dry_run:   # one batch of each
+        train_split = [t[:args.batch_size] for t in train_split]
+        test_split = [t[:args.test_batch_size] for t in test_split]
     args.recompute_images = min(RECOMPUTE_IMAGES, len(train_split[1])) if args.recompute_bn else 0
     return train_split, test_split
 
@@ -326,25 +326,28 @@ def bounded(kind, low=0, high=None, low_allowed=False, high_allowed=False):
 
 def build_parser(models=MODELS):
     p = ArgumentParser(description="Train a tiny CNN on MNIST (SGD + StepLR).")
-    recipe = lambda what: f"{what} (default: the recipe's)"
+    recipe = lambda what, which="": f"{what} (default: the recipe's{': ' + which if which else ''})"
     p.add_argument("--model", type=int, choices=sorted(models), default=3, help="which model (default: 3)")
     p.add_argument("--epochs", type=bounded(int), default=15, help="epochs to train (default: 15)")
-    p.add_argument("--batch-size", type=bounded(int), help=recipe("training batch size, at most the training images"))
+    p.add_argument("--batch-size", type=bounded(int), help=recipe("training batch size", "32"))
     p.add_argument("--test-batch-size", type=bounded(int), default=250,
                    help="test batch size; one larger than the test set is all of it (default: 250)")
     p.add_argument("--lr", type=bounded(float), help=recipe("learning rate"))
-    p.add_argument("--momentum", type=bounded(float, 0, 1, low_allowed=True), help=recipe("SGD momentum, in [0, 1)"))
-    p.add_argument("--weight-decay", type=bounded(float, low_allowed=True), help=recipe("SGD weight decay"))
+    p.add_argument("--momentum", type=bounded(float, 0, 1, low_allowed=True),
+                   help=recipe("SGD momentum, in [0, 1)", "0.9"))
+    p.add_argument("--weight-decay", type=bounded(float, low_allowed=True),
+                   help=recipe("SGD weight decay", "0, 5e-4 for Models 3 and 4"))
     p.add_argument("--step-size", type=bounded(int), help=recipe("StepLR: epochs between decays"))
     p.add_argument("--gamma", type=bounded(float), help=recipe("StepLR: factor at each decay"))
     p.add_argument("--augment", action=argparse.BooleanOptionalAction,
-                   help=recipe("rotate (and --shift) the training images: Models 3 and 4"))
+                   help=recipe("rotate (and --shift) the training images", "Models 3 and 4"))
     p.add_argument("--rotation", type=bounded(float, 0, 180, high_allowed=True), metavar="DEGREES",
-                   help=recipe("with --augment, the largest angle of rotation, in (0, 180]: 7"))
+                   help="with --augment, the largest angle of rotation, in (0, 180] (default: 7)")
     p.add_argument("--shift", type=bounded(float, 0, 14, low_allowed=True), metavar="PIXELS",
-                   help=recipe("with --augment, the largest shift along each axis, in [0, 14): 2 for Model 4"))
+                   help=recipe("with --augment, the largest shift along each axis, in [0, 14)",
+                               "2 for Model 4, else 0"))
     p.add_argument("--recompute-bn", action=argparse.BooleanOptionalAction, help=recipe(
-        "test with BatchNorm statistics recomputed without Dropout, and as trained beside them: Models 2 and 3"))
+        "test with BatchNorm statistics recomputed without Dropout, and as trained beside them", "Models 2 and 3"))
     p.add_argument("--seed", type=bounded(int, 0, SEED_LIMIT, low_allowed=True, high_allowed=True), default=1,
                    help=f"random seed, in [0, {SEED_LIMIT}] (default: 1)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
@@ -412,9 +415,8 @@ def check_memory(model, args, data_bytes, available):
               + 3 * 4 * count_parameters(model)[0])
     if available is not None and needed > available:
         step, gib = "a training step" if flag == "--batch-size" else "a test pass", 1024 ** 3
-        raise Refused(f"{step} at {flag} {batch:,} needs about {needed / gib:.1f} GiB (activations, data and "
-                      f"parameters) but {args.device} has {available / gib:.1f} GiB available; use a smaller "
-                      f"{flag}", status=1)
+        raise Refused(f"{step} at {flag} {batch:,} needs about {needed / gib:.1f} GiB but {args.device} has "
+                      f"{available / gib:.1f} GiB available; use a smaller {flag}", status=1)
 
 
 # Files: one writer for every output, its path checked before any work, never left half written.
@@ -504,14 +506,11 @@ class RunLog:
         """Write the verdict, and the model unless the run was stopped: each even if the other fails."""
         self.metrics.update(result=verdict, **({"interrupted": True} if interrupted else {}))
         model = self.args.save_model and self.tested is not None and not interrupted
-        failed = []
-        for save in [self.save_metrics] + [self.save_model] * bool(model):
-            try:
-                save()
-            except OSError as e:
-                failed.append(e)
-        if failed:
-            raise failed[0]
+        try:
+            self.save_metrics()
+        finally:   # the model is written even where the metrics cannot be
+            if model:
+                self.save_model()
 
     def save_model(self):   # the model as last tested: with recomputed statistics where it was so tested
         write_atomically(self.args.save_model, lambda f: torch.save(self.tested.state_dict(), f))
