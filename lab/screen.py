@@ -16,6 +16,7 @@ are in results/README.md: `m3-...` and the others without a prefix were the cand
 (results/screen/), `f...` its frontier (results/frontier/), `p...` the screen at 6,000 parameters
 or fewer (results/screen-6000/).
 """
+import os
 import re
 import sys
 
@@ -118,4 +119,8 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except BrokenPipeError:   # `--list | head`: the reader has gone; say nothing more to it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)

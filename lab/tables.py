@@ -14,6 +14,7 @@ picture is what this file draws, so neither can drift from the runs.
 """
 import collections
 import json
+import os
 import re
 import statistics
 import sys
@@ -382,13 +383,13 @@ def rewrite_readmes():
         train.write_atomically(path, lambda f: f.write("\n".join(lines).encode("utf-8")))
 
 
-if __name__ == "__main__":
-    sys.stdout.reconfigure(errors="replace")   # an ASCII console gets ? for the table's dashes
-    sys.stderr.reconfigure(errors="replace")
+def main(argv):
+    for stream in (sys.stdout, sys.stderr):   # an ASCII console gets ? for the tables' dashes
+        getattr(stream, "reconfigure", lambda **how: None)(errors="replace")
     for path, why in not_counted():
         print(f"not counted: results/{path.as_posix()}: {why}", file=sys.stderr)
     train.write_atomically(SVG, lambda f: f.write(accuracy_svg().encode("utf-8")))
-    if sys.argv[1:] == ["--write"]:   # rewrite both READMEs' tables in place, then print them
+    if argv == ["--write"]:   # rewrite both READMEs' tables in place, then print them
         rewrite_readmes()
     for title, text in (("headline (README.md)", headline_table()), ("runs of the recipes", runs_table()),
                         ("recipe search", search_table()), ("recipes over seeds", recipe_summary()),
@@ -396,3 +397,11 @@ if __name__ == "__main__":
                         ("the frontier, per size (results/README.md)", frontier_table()),
                         ("the screen at 6,000 parameters or fewer", screen_table(SCREEN_6000))):
         print(f"## {title}\n\n{text}\n")
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1:])
+    except BrokenPipeError:   # `| head`: the reader has gone; say nothing more to it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)

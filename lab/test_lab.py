@@ -117,6 +117,18 @@ class TestTables(unittest.TestCase):
         self.assertIn("not a metrics file", skipped["model3/seed5.json"])
 
 
+    def test_the_command_prints_to_an_ascii_console(self):
+        out = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
+        with tempfile.TemporaryDirectory() as tmp, unittest.mock.patch.object(tables, "SVG", Path(tmp) / "a.svg"), \
+                contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+            tables.main([])
+            out.flush()
+            self.assertEqual((Path(tmp) / "a.svg").read_text(), tables.accuracy_svg())
+        printed = out.buffer.getvalue().decode("ascii")
+        self.assertIn("## headline (README.md)", printed)
+        self.assertIn("| 1 | 9,746 | 1?3 |", printed)   # an en dash it cannot encode
+
+
 class TestScreen(unittest.TestCase):
     def test_model4_is_the_screens_choice_weight_for_weight(self):
         """So the screen's runs of m3-nodrop-shift2 are Model 4's seeds 1-10."""
