@@ -804,6 +804,22 @@ class TestFilesAndSignals(TinyData):
         self.assertTrue(strict_json(metrics)["result"])
         self.assertNotIn("interrupted", strict_json(metrics))
 
+    def test_ctrl_c_while_torch_loads_ends_the_script_without_a_traceback(self):
+        slow = self.tmp / "slow"
+        (slow / "torch").mkdir(parents=True)   # a torch that takes its time to load, and says when it starts
+        (slow / "torch" / "__init__.py").write_text(
+            f"import time\nopen({str(self.tmp / 'loading')!r}, 'w').close()\ntime.sleep(60)\n")
+        child = subprocess.Popen([sys.executable, str(HERE / "train.py"), "--dry-run"], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(slow)),
+                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        deadline = time.monotonic() + 900
+        while not (self.tmp / "loading").exists() and time.monotonic() < deadline and child.poll() is None:
+            time.sleep(0.02)
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=900)
+        self.assertEqual(child.returncode, -signal.SIGINT, err)   # ended by the signal, as a shell reports 130
+        self.assertEqual(err, "")
+
     def test_a_closed_or_full_output_stream_ends_with_one_line_and_keeps_the_metrics(self):
         metrics = self.tmp / "m.json"
         argv = [sys.executable, str(HERE / "train.py"), *self.args("--dry-run", "--epochs", "400",

@@ -132,7 +132,7 @@ def headline_table(confirming=range(11, 31)):
         if not runs:
             continue
         met, level_ = met_and_level(runs, test_accuracies)
-        trained_met, trained_level = met_and_level(runs, as_trained) if train.RECIPES[model]["recompute_bn"] else "——"
+        trained_met, trained_level = met_and_level(runs, as_trained) if train.RECIPES[model]["recompute_bn"] else ("—", "—")
         confirmed = [run for run in runs if run["config"]["seed"] in confirming]
         confirmed_met = met_and_level(confirmed, test_accuracies)[0] if model in (3, 4) and confirmed else "—"
         lines.append(f"| {model} | {runs[0]['config']['parameters']:,} | {seeds(runs)} | {met} | {level_} "
