@@ -99,6 +99,14 @@ def model_runs(model):
     return sorted(runs, key=lambda run: run["config"]["seed"])
 
 
+def models_with_runs():
+    """(model, its runs) for each model of train.RECIPES that has finished runs of its recipe."""
+    for model in sorted(train.RECIPES):
+        runs = model_runs(model)
+        if runs:
+            yield model, runs
+
+
 def not_counted(folder=RESULTS):
     """(path, why) for every metrics file under results/ that no table counts as a result."""
     runs = metrics_files(folder, "**/*.json")
@@ -127,10 +135,7 @@ def headline_table(confirming=range(11, 31)):
              f"| Target met, seeds {confirming[0]}–{confirming[-1]} "
              f"| Target met, statistics as trained | Level as trained % |",
              "|---|---|---|---|---|---|---|---|"]
-    for model in (1, 2, 3, 4):
-        runs = model_runs(model)
-        if not runs:
-            continue
+    for model, runs in models_with_runs():
         met, level_ = met_and_level(runs, test_accuracies)
         trained_met, trained_level = met_and_level(runs, as_trained) if train.RECIPES[model]["recompute_bn"] else ("—", "—")
         confirmed = [run for run in runs if run["config"]["seed"] in confirming]
@@ -165,10 +170,7 @@ def runs_table():
     lines = [f"| Model | Params | Recipe | Seeds | Devices | Best test acc. %, mean (min–max) "
              f"| Lowest of last {TARGET_EPOCHS} epochs % | Target met |",
              "|---|---|---|---|---|---|---|---|"]
-    for model in (1, 2, 3, 4):
-        runs = model_runs(model)
-        if not runs:
-            continue
+    for model, runs in models_with_runs():
         tests = [test_accuracies(run) for run in runs]
         best = [max(t) for t in tests]
         lowest = min(min(t[-TARGET_EPOCHS:]) for t in tests)
