@@ -62,6 +62,8 @@ CANDIDATES = {
     "p5672-1x1-gap4": dict(layers="8p1 16p1 M 8k1p0 12p1 16p0 M 8k1p0 16p0 10k1p0", recipe=dict(NO_DROPOUT, shift=2.0)),
     "p5936-bnrelu-batch64-shift1": dict(layers=F5936, order="conv-bn-relu",
                                         recipe=dict(NO_DROPOUT, shift=1.0, rotation=5.0, batch_size=64, lr=0.04)),
+    "p5936-bnrelu-batch128-shift1": dict(layers=F5936, order="conv-bn-relu",
+                                         recipe=dict(NO_DROPOUT, shift=1.0, rotation=5.0, batch_size=128, lr=0.08)),
 }
 
 
