@@ -146,11 +146,14 @@ def load_model(path, number, device):
     """Model `number` with the weights of `path`; ValueError with one line if they do not fit."""
     try:
         state = torch.load(path, map_location=device, weights_only=True)   # tensors only, no code
-        model = MODELS[number]().to(device)
-        model.load_state_dict(state)
     except FileNotFoundError:
         raise ValueError(f"no file {path}") from None
-    except Exception as e:   # not a state_dict (a text file, a whole pickled module), or another model's
+    except Exception:   # a text file, a whole pickled module: nothing a weights-only load takes
+        raise ValueError(f"{path} is not a state_dict (as train.py --save-model writes)") from None
+    try:
+        model = MODELS[number]().to(device)
+        model.load_state_dict(state)
+    except Exception as e:   # another model's weights, or a dict of something else
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"{path} does not hold Model {number}'s weights ({first})") from None
     return model

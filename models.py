@@ -3,7 +3,8 @@
 Models 1-3 are the three steps of the write-up "Train a tiny CNN model with less than 8000
 parameters and hit 99.4% accuracy constantly in last 3 epochs", layer for layer: run
 `python models.py` to print their tables, which match the write-up's byte for byte. Model 4 is our
-own fourth step: Model 3's target on every seed, not on most of them.
+own fourth step: Model 3's target on every seed, not on most of them; Model 5 keeps it with
+fewer than 6,000 parameters.
 """
 import torch
 import torch.nn as nn
@@ -45,6 +46,16 @@ def conv_relu_bn(in_channels, out_channels, padding):
         nn.Conv2d(in_channels, out_channels, kernel_size=(3, 3), padding=padding, bias=False),
         nn.ReLU(),
         nn.BatchNorm2d(out_channels),
+    )
+
+
+def conv_bn_relu(in_channels, out_channels, padding):
+    """A 3x3 convolution without bias, BatchNorm, then ReLU: every block of Model 5, where the
+    ReLU sees normalized inputs."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size=(3, 3), padding=padding, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(),
     )
 
 
@@ -134,7 +145,31 @@ class Model4(Net):
         self.fc = nn.Linear(10, 10, bias=False)
 
 
-MODELS = {1: Model1, 2: Model2, 3: Model3, 4: Model4}
+class Model5(Net):
+    """Target: Model 4's promise, 99.4% test accuracy in each of the last 3 of 15 epochs on every
+    seed, with fewer than 6,000 parameters (5,936).
+
+    Model 4 with 12 channels where it has 16 underfits: trained as Model 4 is, it met the target
+    on 4 seeds of 5. Three changes that each lifted it a little (within noise) lift it together:
+    BatchNorm before the ReLU, a batch of 64 at twice the rate, and digits moved less (up to 5
+    degrees and 1 pixel). Its training accuracy rises (99.25% against 98.95%) and so does its test
+    accuracy. Of ten designs screened it ended highest (results/README.md, 2026-12-03/04)."""
+
+    def __init__(self):
+        super().__init__()
+        self.convblock1 = conv_bn_relu(1, 8, padding=1)     # 28x28, receptive field 3
+        self.convblock2 = conv_bn_relu(8, 12, padding=1)    # 28x28, RF 5
+        self.pool1 = nn.MaxPool2d(2, 2)                     # 14x14, RF 6
+        self.convblock3 = conv_bn_relu(12, 12, padding=1)   # 14x14, RF 10
+        self.convblock4 = conv_bn_relu(12, 12, padding=0)   # 12x12, RF 14
+        self.pool2 = nn.MaxPool2d(2, 2)                     # 6x6,   RF 16
+        self.convblock5 = conv_bn_relu(12, 11, padding=0)   # 4x4,   RF 24
+        self.convblock6 = conv_bn_relu(11, 10, padding=0)   # 2x2,   RF 32
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(10, 10, bias=False)
+
+
+MODELS = {1: Model1, 2: Model2, 3: Model3, 4: Model4, 5: Model5}
 
 
 def count_parameters(model):

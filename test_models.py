@@ -189,6 +189,44 @@ Params size (MB): 0.03
 Estimated Total Size (MB): 0.54
 ----------------------------------------------------------------"""
 
+# Model 5, ours too: BatchNorm before each ReLU, 12 channels where Model 4 has 16.
+GOLDEN_MODEL5 = """\
+----------------------------------------------------------------
+        Layer (type)               Output Shape         Param #
+================================================================
+            Conv2d-1            [-1, 8, 28, 28]              72
+       BatchNorm2d-2            [-1, 8, 28, 28]              16
+              ReLU-3            [-1, 8, 28, 28]               0
+            Conv2d-4           [-1, 12, 28, 28]             864
+       BatchNorm2d-5           [-1, 12, 28, 28]              24
+              ReLU-6           [-1, 12, 28, 28]               0
+         MaxPool2d-7           [-1, 12, 14, 14]               0
+            Conv2d-8           [-1, 12, 14, 14]           1,296
+       BatchNorm2d-9           [-1, 12, 14, 14]              24
+             ReLU-10           [-1, 12, 14, 14]               0
+           Conv2d-11           [-1, 12, 12, 12]           1,296
+      BatchNorm2d-12           [-1, 12, 12, 12]              24
+             ReLU-13           [-1, 12, 12, 12]               0
+        MaxPool2d-14             [-1, 12, 6, 6]               0
+           Conv2d-15             [-1, 11, 4, 4]           1,188
+      BatchNorm2d-16             [-1, 11, 4, 4]              22
+             ReLU-17             [-1, 11, 4, 4]               0
+           Conv2d-18             [-1, 10, 2, 2]             990
+      BatchNorm2d-19             [-1, 10, 2, 2]              20
+             ReLU-20             [-1, 10, 2, 2]               0
+AdaptiveAvgPool2d-21             [-1, 10, 1, 1]               0
+           Linear-22                   [-1, 10]             100
+================================================================
+Total params: 5,936
+Trainable params: 5,936
+Non-trainable params: 0
+----------------------------------------------------------------
+Input size (MB): 0.00
+Forward/backward pass size (MB): 0.48
+Params size (MB): 0.02
+Estimated Total Size (MB): 0.50
+----------------------------------------------------------------"""
+
 
 
 def write_tiny_mnist(root, n_train=320, n_test=160):
@@ -281,12 +319,13 @@ class TestModelsAndSummary(unittest.TestCase):
                     torch.testing.assert_close(output.exp().sum(dim=1), torch.ones(batch))
 
     def test_parameter_counts(self):
-        expected = {1: 9746, 2: 9914, 3: 7788, 4: 7788}
+        expected = {1: 9746, 2: 9914, 3: 7788, 4: 7788, 5: 5936}
         self.assertEqual(sorted(MODELS), sorted(expected))
         for number, count in expected.items():
             self.assertEqual(count_parameters(MODELS[number]()), (count, count))
-        for number in (3, 4):
+        for number in (3, 4, 5):
             self.assertLess(count_parameters(MODELS[number]())[0], 8000)
+        self.assertLessEqual(count_parameters(MODELS[5]())[0], 6000)
 
     def test_count_parameters_agrees_with_numel_and_sees_frozen_ones(self):
         model = MODELS[2]()
@@ -297,8 +336,9 @@ class TestModelsAndSummary(unittest.TestCase):
         self.assertEqual(count_parameters(model), (total, total - 72))
         self.assertIn("Non-trainable params: 72", summary(model))
 
-    def test_summary_equals_the_write_up_and_model4s_own(self):
-        for number, golden in ((1, GOLDEN_MODEL1), (2, GOLDEN_MODEL2), (3, GOLDEN_MODEL3), (4, GOLDEN_MODEL4)):
+    def test_summary_equals_the_write_up_and_our_models_own(self):
+        for number, golden in ((1, GOLDEN_MODEL1), (2, GOLDEN_MODEL2), (3, GOLDEN_MODEL3), (4, GOLDEN_MODEL4),
+                               (5, GOLDEN_MODEL5)):
             with self.subTest(model=number):
                 self.assertEqual(summary(MODELS[number]()), golden)
 
@@ -612,7 +652,8 @@ class TestTraining(TinyData):
 
     def test_a_diverging_run_stops_with_one_line_and_exit_1(self):
         for extra in (["--model", "1", "--lr", "1e6"],                     # the training loss runs away
-                      ["--lr", "1e30", "--dry-run", "--epochs", "1"]):     # the weights do, in one step
+                      ["--lr", "1e30", "--dry-run", "--epochs", "1"],      # the weights do, in one step
+                      ["--lr", "1e3", "--dry-run", "--epochs", "3"]):      # the test as trained does
             with self.subTest(args=extra):
                 metrics, weights = self.tmp / "m.json", self.tmp / "m.pt"
                 code, out, err = run_main(self.args(*extra, "--metrics", str(metrics), "--save-model", str(weights)))
@@ -926,6 +967,9 @@ class TestErrorsPicture(unittest.TestCase):
                 self.assertEqual(code, 2, err)
                 self.assertEqual(len(err.strip().splitlines()), 1, err)
                 self.assertNotIn("Traceback", err)
+                self.assertNotIn("\x1b", err)   # no terminal escapes from torch's own message
+        for argv in cases[1:3]:
+            self.assertIn("is not a state_dict", self.draw(*argv)[2])
         self.assertEqual(self.weights.read_bytes(), before)
 
     def test_an_ascii_locale_writes_the_picture_whole(self):

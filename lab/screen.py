@@ -64,6 +64,13 @@ CANDIDATES = {
                                         recipe=dict(NO_DROPOUT, shift=1.0, rotation=5.0, batch_size=64, lr=0.04)),
     "p5936-bnrelu-batch128-shift1": dict(layers=F5936, order="conv-bn-relu",
                                          recipe=dict(NO_DROPOUT, shift=1.0, rotation=5.0, batch_size=128, lr=0.08)),
+    # The frontier below Model 5: narrower designs on its order and recipe.
+    "f5008-bnrelu-batch64-shift1": dict(layers="8p1 8p1 M 12p1 12p0 M 10p0 10p0", order="conv-bn-relu",
+                                        recipe=dict(NO_DROPOUT, shift=1.0, rotation=5.0, batch_size=64, lr=0.04)),
+    "f4644-bnrelu-batch64-shift1": dict(layers="8p1 8p1 M 10p1 12p0 M 10p0 10p0", order="conv-bn-relu",
+                                        recipe=dict(NO_DROPOUT, shift=1.0, rotation=5.0, batch_size=64, lr=0.04)),
+    "f3786-bnrelu-batch64-shift1": dict(layers="6p1 8p1 M 8p1 10p0 M 10p0 10p0", order="conv-bn-relu",
+                                        recipe=dict(NO_DROPOUT, shift=1.0, rotation=5.0, batch_size=64, lr=0.04)),
 }
 
 

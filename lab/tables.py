@@ -25,11 +25,14 @@ from train import TARGET_ACCURACY, TARGET_EPOCHS, target_met
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 SVG = RESULTS / "accuracy.svg"
-FRONTIER = RESULTS / "frontier"   # designs smaller than Model 4, run by lab/screen.py
+FRONTIER = RESULTS / "frontier"   # designs smaller than Models 4 and 5, run by lab/screen.py
 SCREEN_6000 = RESULTS / "screen-6000"   # the screen for the promise at 6,000 parameters or fewer
 CONFIRM_6000 = RESULTS / "confirm-6000"   # its choice on fresh seeds, which choose nothing
+CONFIRM_5000 = RESULTS / "confirm-5000"   # the frontier's best below 5,000 parameters on fresh seeds
 EPOCHS = 15   # a result is a run of the write-up's 15 epochs
-MODEL4_LAYERS = "8p1 12p1 M 16p1 16p0 M 11p0 10p0"   # models.Model4 in lab/screen.py's notation
+LAYERS = {4: "8p1 12p1 M 16p1 16p0 M 11p0 10p0",   # models.Model4 and Model5 in lab/screen.py's notation
+          5: "8p1 12p1 M 12p1 12p0 M 11p0 10p0"}
+FRESH_SEEDS = {3: range(11, 31), 4: range(11, 51), 5: range(11, 51)}   # seeds that chose nothing
 
 
 def read_run(path):
@@ -115,9 +118,14 @@ def not_counted(folder=RESULTS):
 
 
 def seeds(runs):
-    numbers = [run["config"]["seed"] for run in runs]
-    contiguous = numbers == list(range(numbers[0], numbers[0] + len(numbers)))
-    return f"{numbers[0]}–{numbers[-1]}" if contiguous and len(numbers) > 1 else ", ".join(map(str, numbers))
+    """The runs' seeds in order, each stretch of consecutive ones as a range: "1–10, 31–50"."""
+    stretches = []
+    for seed in (run["config"]["seed"] for run in runs):
+        if stretches and seed == stretches[-1][-1] + 1:
+            stretches[-1].append(seed)
+        else:
+            stretches.append([seed])
+    return ", ".join(f"{s[0]}–{s[-1]}" if len(s) > 1 else f"{s[0]}" for s in stretches)
 
 
 def met_and_level(runs, accuracies):
@@ -126,21 +134,20 @@ def met_and_level(runs, accuracies):
     return f"{met}/{len(runs)}", f"{statistics.mean(level(t) for t in tests):.2f}"
 
 
-def headline_table(confirming=range(11, 31)):
+def headline_table(fresh=FRESH_SEEDS):
     """Per model: the seeds run, how many met the target, and the level averaged over seeds, as
     the recipe tests, and for Models 2 and 3, which test with BatchNorm statistics recomputed, with
-    the statistics as trained too (the write-up's way; Models 1 and 4 test so already). For Models 3
-    and 4, also how many of the `confirming` seeds met it: those seeds played no part in choosing
-    the layers or the recipe."""
-    lines = [f"| Model | Parameters | Seeds | Target met | Level % "
-             f"| Target met, seeds {confirming[0]}–{confirming[-1]} "
-             f"| Target met, statistics as trained | Level as trained % |",
+    the statistics as trained too (the write-up's way; Models 1, 4 and 5 test so already). For the
+    models in `fresh`, also how many of its fresh seeds met it: seeds that played no part in
+    choosing the layers or the recipe."""
+    lines = ["| Model | Parameters | Seeds | Target met | Level % | Target met, fresh seeds "
+             "| Target met, statistics as trained | Level as trained % |",
              "|---|---|---|---|---|---|---|---|"]
     for model, runs in models_with_runs():
         met, level_ = met_and_level(runs, test_accuracies)
         trained_met, trained_level = met_and_level(runs, as_trained) if train.RECIPES[model]["recompute_bn"] else ("—", "—")
-        confirmed = [run for run in runs if run["config"]["seed"] in confirming]
-        confirmed_met = met_and_level(confirmed, test_accuracies)[0] if model in (3, 4) and confirmed else "—"
+        confirmed = [run for run in runs if run["config"]["seed"] in fresh.get(model, ())]
+        confirmed_met = f"{met_and_level(confirmed, test_accuracies)[0]} ({seeds(confirmed)})" if confirmed else "—"
         lines.append(f"| {model} | {runs[0]['config']['parameters']:,} | {seeds(runs)} | {met} | {level_} "
                      f"| {confirmed_met} | {trained_met} | {trained_level} |")
     return "\n".join(lines)
@@ -287,35 +294,38 @@ def trained_as(config, recipe):
     return same and augmentation == ((recipe["rotation"], recipe["shift"]) if recipe["augment"] else (0.0, 0.0))
 
 
-def frontier_table(folder=FRONTIER):
-    """The frontier per size: Model 4 on the seeds the frontier ran, then at each smaller size the
-    design with the best level among those trained with Model 4's recipe: parameters, channels per
-    stage, what else differs, the seeds run, how many met the target, the level."""
+def frontier_table(folder=FRONTIER, models=(4, 5)):
+    """The frontier per recipe and size: for the recipe of Model 4, then of Model 5, the model itself
+    on the seeds the frontier ran with its recipe, then at each smaller size the design with the best
+    level among those trained with that recipe: parameters, channels per stage, what else differs,
+    the seeds run, how many met the target, the level."""
     mean_level = lambda runs: statistics.mean(level(test_accuracies(run)) for run in runs)
-    best = {}
-    for runs in candidate_runs(folder).values():
-        config = runs[0]["config"]
-        if trained_as(config, train.RECIPES[4]):
-            size = config["parameters"]
-            if size not in best or mean_level(runs) > mean_level(best[size]):
-                best[size] = runs
-    seeds_run = {run["config"]["seed"] for runs in best.values() for run in runs}
-    model4 = [run for run in model_runs(4) if run["config"]["seed"] in seeds_run]
-    lines = ["| parameters | channels per stage | what else differs from Model 4 | seeds | target met | level % |",
-             "|---|---|---|---|---|---|"]
-    for runs in [model4] + [best[size] for size in sorted(best, reverse=True)]:
-        config = runs[0]["config"]
-        what = "(Model 4)" if runs is model4 else differences(config)
-        met, level_ = met_and_level(runs, test_accuracies)
-        lines.append(f"| {config['parameters']:,} | {channels(config.get('layers', MODEL4_LAYERS))} | {what} "
-                     f"| {seeds(runs)} | {met} | {level_} |")
+    lines = ["| recipe | parameters | channels per stage | what else differs from Model 4 | seeds | target met "
+             "| level % |", "|---|---|---|---|---|---|---|"]
+    for model in models:
+        best = {}
+        for runs in candidate_runs(folder).values():
+            config = runs[0]["config"]
+            if trained_as(config, train.RECIPES[model]):
+                size = config["parameters"]
+                if size not in best or mean_level(runs) > mean_level(best[size]):
+                    best[size] = runs
+        seeds_run = {run["config"]["seed"] for runs in best.values() for run in runs}
+        own = [run for run in model_runs(model) if run["config"]["seed"] in seeds_run]
+        for runs in ([own] if own else []) + [best[size] for size in sorted(best, reverse=True)]:
+            config = runs[0]["config"]
+            what = f"(Model {model})" if runs is own else differences(config)
+            met, level_ = met_and_level(runs, test_accuracies)
+            lines.append(f"| Model {model}'s | {config['parameters']:,} | {channels(config.get('layers', LAYERS[model]))} "
+                         f"| {what} | {seeds(runs)} | {met} | {level_} |")
     return "\n".join(lines)
 
 
-def accuracy_svg(models=(3, 4), low=98.8, high=99.7):
-    """A picture of the target: test accuracy per epoch of every run of Models 3 and 4's recipes,
-    one thin line per seed, the 99.40% line across, the last epochs shaded. Accuracies below
-    `low` are drawn at `low`. Standard library only: the SVG is written as text."""
+def accuracy_svg(models=(3, 4, 5), low=98.8, high=99.7):
+    """A picture of the target: test accuracy per epoch of every run of Models 3 to 5's recipes, a
+    panel for each model with runs, one thin line per seed, the 99.40% line across, the last epochs
+    shaded. Accuracies below `low` are drawn at `low`. Standard library only: the SVG is text."""
+    models = [model for model in models if model_runs(model)]
     width, height, margin, gap = 360, 260, 44, 24
     epochs = max(len(run["epochs"]) for model in models for run in model_runs(model))
     inner_w, inner_h = width - margin - 10, height - margin - 30
@@ -358,7 +368,8 @@ def accuracy_svg(models=(3, 4), low=98.8, high=99.7):
 def readme_tables():
     """Each README and the tables it holds (a table of no runs yet is not held)."""
     notebook = [runs_table(), search_table(), recipe_summary(), screen_table(), screen_table(FRONTIER),
-                frontier_table(), screen_table(SCREEN_6000), screen_table(CONFIRM_6000)]
+                frontier_table(), screen_table(SCREEN_6000), screen_table(CONFIRM_6000),
+                screen_table(CONFIRM_5000)]
     return {RESULTS.parent / "README.md": [headline_table()],
             RESULTS / "README.md": [table for table in notebook if len(table.splitlines()) > 2]}
 
@@ -400,7 +411,8 @@ def main(argv):
                         ("the screen for Model 4", screen_table()), ("the frontier", screen_table(FRONTIER)),
                         ("the frontier, per size (results/README.md)", frontier_table()),
                         ("the screen at 6,000 parameters or fewer", screen_table(SCREEN_6000)),
-                        ("its choice on seeds 31-50", screen_table(CONFIRM_6000))):
+                        ("its choice on seeds 31-50", screen_table(CONFIRM_6000)),
+                        ("below 5,000 parameters on seeds 51-70", screen_table(CONFIRM_5000))):
         print(f"## {title}\n\n{text}\n")
 
 

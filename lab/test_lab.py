@@ -43,11 +43,12 @@ class TestTables(unittest.TestCase):
         self.assertEqual(lines[2], "| `model3` | 3 | 2 | 2/2 | 99.50 | 0.00 | 99.40 | 1/2 | 99.38 |")
         self.assertEqual(lines[3], "| `a` | 3 | 2 | 1/2 | 99.45 | 0.07 | 99.30 | — | — |")
 
-    def test_the_frontier_shows_per_size_the_best_design_on_model4s_recipe(self):
-        def run(name, seed, tests, parameters=5000, **recipe):
-            config = dict(train.RECIPES[4], candidate=name, seed=seed, epochs=15, parameters=parameters,
-                          layers="8p1 M 10p0", rotation_degrees=7.0, shift_pixels=2.0)
-            config.update(recipe)
+    def test_the_frontier_shows_per_recipe_and_size_the_best_design_beside_its_model(self):
+        def run(name, seed, tests, parameters=5000, model=4, **changes):
+            recipe = train.RECIPES[model]
+            config = dict(recipe, candidate=name, seed=seed, epochs=15, parameters=parameters, layers="8p1 M 10p0",
+                          rotation_degrees=recipe["rotation"], shift_pixels=recipe["shift"])
+            config.update(changes)
             return {"config": config, "epochs": [{"test_accuracy": t} for t in [99.0] * 11 + tests]}
         with tempfile.TemporaryDirectory() as tmp:
             for seed in (1, 2):
@@ -55,13 +56,17 @@ class TestTables(unittest.TestCase):
                                 run("better", seed, [99.0, 99.5, 99.5, 99.4]),
                                 run("best-but-other-recipe", seed, [99.6] * 4, weight_decay=0.0),
                                 run("best-but-other-shift", seed, [99.6] * 4, shift_pixels=3.0),
-                                run("small", seed, [99.0, 99.3, 99.3, 99.3], parameters=3000, conv_bias=True)):
+                                run("small", seed, [99.0, 99.3, 99.3, 99.3], parameters=3000, conv_bias=True),
+                                run("on-model5s", seed, [99.0, 99.6, 99.5, 99.4], parameters=4000, model=5,
+                                    order="conv-bn-relu")):
                     (Path(tmp) / f"{metrics['config']['candidate']}_seed{seed}.json").write_text(json.dumps(metrics))
             lines = tables.frontier_table(Path(tmp)).splitlines()
-        self.assertEqual(len(lines), 5)   # header, rule, Model 4, one row per size
-        self.assertTrue(lines[2].startswith("| 7,788 |") and "(Model 4)" in lines[2] and "| 1–2 |" in lines[2])
-        self.assertEqual(lines[3], "| 5,000 | 8 / 10 | — | 1–2 | 2/2 | 99.47 |")
-        self.assertEqual(lines[4], "| 3,000 | 8 / 10 | biases | 1–2 | 0/2 | 99.30 |")
+        self.assertEqual(len(lines), 7)   # header, rule, Model 4 and its two sizes, Model 5 and its one
+        self.assertTrue(lines[2].startswith("| Model 4's | 7,788 |") and "(Model 4)" in lines[2] and "| 1–2 |" in lines[2])
+        self.assertEqual(lines[3], "| Model 4's | 5,000 | 8 / 10 | — | 1–2 | 2/2 | 99.47 |")
+        self.assertEqual(lines[4], "| Model 4's | 3,000 | 8 / 10 | biases | 1–2 | 0/2 | 99.30 |")
+        self.assertTrue(lines[5].startswith("| Model 5's | 5,936 |") and "(Model 5)" in lines[5] and "| 1–2 |" in lines[5])
+        self.assertEqual(lines[6], "| Model 5's | 4,000 | 8 / 10 | BatchNorm before ReLU | 1–2 | 2/2 | 99.50 |")
 
     def test_a_run_is_trained_as_a_recipe_only_with_its_optimizer_schedule_batch_and_augmentation(self):
         recipe = train.RECIPES[4]
@@ -77,6 +82,11 @@ class TestTables(unittest.TestCase):
         self.assertEqual(tables.channels("8p1 12p1 M 16p1 16p0 M 11p0 10p0"), "8, 12 / 16, 16 / 11, 10")
         self.assertEqual(tables.channels("8p1 12p1 M 32s1 32s0 M 44s1 44s0"), "8, 12 / 32, 32 / 44, 44")
         self.assertEqual(tables.channels("4p1 4p1 4p1"), "4, 4, 4")
+
+    def test_seeds_read_as_ranges_of_consecutive_ones(self):
+        runs = [{"config": {"seed": seed}} for seed in (1, 2, 3, 5, 31, 32, 33, 40)]
+        self.assertEqual(tables.seeds(runs), "1–3, 5, 31–33, 40")
+        self.assertEqual(tables.seeds(runs[3:4]), "5")
 
     def test_a_dry_run_or_an_unfinished_run_is_never_counted_and_is_named(self):
         def run(seed, dry_run=False, interrupted=False, epochs=15):
@@ -130,21 +140,23 @@ class TestTables(unittest.TestCase):
 
 
 class TestScreen(unittest.TestCase):
-    def test_model4_is_the_screens_choice_weight_for_weight(self):
-        """So the screen's runs of m3-nodrop-shift2 are Model 4's seeds 1-10."""
-        choice = screen.CANDIDATES["m3-nodrop-shift2"]
-        self.assertEqual(choice["layers"], tables.MODEL4_LAYERS)
-        self.assertEqual(dict(train.RECIPES[3], **choice["recipe"]), train.RECIPES[4])
-        torch.manual_seed(0)
-        model4 = MODELS[4]()
-        torch.manual_seed(0)
-        candidate = screen.model_class("m3-nodrop-shift2")()
+    def test_models_4_and_5_are_the_screens_choices_weight_for_weight(self):
+        """So the screen's runs of m3-nodrop-shift2 are Model 4's seeds 1-10, and those of
+        p5936-bnrelu-batch64-shift1 Model 5's seeds 1-10 and 31-50."""
         weights = lambda model: [t for t in model.state_dict().values() if t.is_floating_point()]
-        self.assertEqual(len(weights(model4)), len(weights(candidate)))
-        for ours, theirs in zip(weights(model4), weights(candidate)):
-            self.assertTrue(torch.equal(ours, theirs))
-        digits = torch.randn(4, 1, 28, 28)
-        torch.testing.assert_close(model4.eval()(digits), candidate.eval()(digits))
+        for number, name in ((4, "m3-nodrop-shift2"), (5, "p5936-bnrelu-batch64-shift1")):
+            with self.subTest(model=number):
+                self.assertEqual(dict(train.RECIPES[3], **screen.CANDIDATES[name]["recipe"]), train.RECIPES[number])
+                self.assertEqual(screen.CANDIDATES[name]["layers"], tables.LAYERS[number])
+                torch.manual_seed(0)
+                model = MODELS[number]()
+                torch.manual_seed(0)
+                candidate = screen.model_class(name)()
+                self.assertEqual(len(weights(model)), len(weights(candidate)))
+                for ours, theirs in zip(weights(model), weights(candidate)):
+                    self.assertTrue(torch.equal(ours, theirs))
+                digits = torch.randn(4, 1, 28, 28)
+                torch.testing.assert_close(model.eval()(digits), candidate.eval()(digits))
 
     def test_each_candidates_table_counts_its_parameters(self):
         for name in screen.CANDIDATES:
@@ -203,11 +215,12 @@ class TestCommittedResults(unittest.TestCase):
                                      train.target_met(tables.as_trained(run)))
 
     def test_the_runs_of_each_recipe_follow_it_on_the_seeds_the_readme_names(self):
-        expected_seeds = {1: range(1, 4), 2: range(1, 4), 3: range(1, 31), 4: range(1, 31)}
-        for model in (1, 2, 3, 4):
+        expected_seeds = {1: [*range(1, 4)], 2: [*range(1, 4)], 3: [*range(1, 31)], 4: [*range(1, 51)],
+                          5: [*range(1, 51)]}
+        self.assertEqual(sorted(expected_seeds), sorted(train.RECIPES))
+        for model, expected in expected_seeds.items():
             runs = tables.model_runs(model)
-            if model in expected_seeds:
-                self.assertEqual([run["config"]["seed"] for run in runs], list(expected_seeds[model]), model)
+            self.assertEqual([run["config"]["seed"] for run in runs], expected, model)
             for run in runs:
                 config = run["config"]
                 with self.subTest(model=model, seed=config["seed"]):
@@ -219,6 +232,18 @@ class TestCommittedResults(unittest.TestCase):
                     self.assertEqual(config.get("recompute_bn", False), recipe["recompute_bn"])
                     self.assertEqual(config.get("recompute_images", 0),
                                      train.RECOMPUTE_IMAGES if recipe["recompute_bn"] else 0)
+
+    def test_model5s_runs_repeat_the_screens_runs_of_its_design_epoch_for_epoch(self):
+        """So the screen's choice and its confirmation are Model 5's own numbers (results/README.md)."""
+        screened = {run["config"]["seed"]: run for folder in (tables.SCREEN_6000, tables.CONFIRM_6000)
+                    for _, run in tables.metrics_files(folder, "p5936-bnrelu-batch64-shift1_seed*.json")}
+        numbers = lambda run: [(e["train_loss"], e["train_accuracy"], e["test_loss"], e["test_correct"])
+                               for e in run["epochs"]]
+        runs = [run for run in tables.model_runs(5) if run["config"]["seed"] in screened]
+        self.assertEqual([run["config"]["seed"] for run in runs], sorted(screened))
+        for run in runs:
+            with self.subTest(seed=run["config"]["seed"]):
+                self.assertEqual(numbers(run), numbers(screened[run["config"]["seed"]]))
 
     def test_the_readmes_hold_the_tables_and_the_picture_is_drawn_from_the_runs(self):
         for path, held in tables.readme_tables().items():
