@@ -18,9 +18,8 @@ import data
 from models import summary
 
 # Each model's recipe, its step of the story; every flag overrides it. Models 1 and 2 train as the
-# write-up first did (no augmentation, a constant rate); Models 3-5 rotate (4 and 5 shift too), the
-# rate cut tenfold after epochs 6 and 12 (results/README.md). Models 2 and 3 have Dropout: they test
-# with BatchNorm statistics recomputed without it.
+# write-up first did; Models 3-5 rotate (4 and 5 shift too), the rate cut tenfold after epochs 6 and
+# 12. Models 2 and 3 have Dropout: they test with statistics recomputed without it (results/README.md).
 RECIPES = {
     1: dict(batch_size=32, lr=0.01, momentum=0.9, weight_decay=0.0, step_size=15, gamma=1.0,
             augment=False, rotation=7.0, shift=0.0, recompute_bn=False),

@@ -302,9 +302,10 @@ def frontier_table(folder=FRONTIER, models=(4, 5)):
     mean_level = lambda runs: statistics.mean(level(test_accuracies(run)) for run in runs)
     lines = ["| recipe | parameters | channels per stage | what else differs from Model 4 | seeds | target met "
              "| level % |", "|---|---|---|---|---|---|---|"]
+    candidates = candidate_runs(folder).values()
     for model in models:
         best = {}
-        for runs in candidate_runs(folder).values():
+        for runs in candidates:
             config = runs[0]["config"]
             if trained_as(config, train.RECIPES[model]):
                 size = config["parameters"]
