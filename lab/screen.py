@@ -28,6 +28,8 @@ from models import MODELS, summary
 MODEL3_LAYERS = "8p1 12p1 M 16p1 16p0 M 11p0 10p0"
 F5936 = "8p1 12p1 M 12p1 12p0 M 11p0 10p0"   # the frontier's best design under 6,000 parameters
 NO_DROPOUT = dict(recompute_bn=False)   # nothing to recompute the statistics for: test as trained
+MODEL5_RECIPE = dict(NO_DROPOUT, shift=1.0, rotation=5.0, batch_size=64, lr=0.04)
+Q4462 = "8p1 8p1 M 10p1 11p0 M 10p0 10p0"   # f4644 with 11 channels where it has 12
 
 CANDIDATES = {
     "m3-nodrop": dict(layers=MODEL3_LAYERS, recipe=NO_DROPOUT),
@@ -71,6 +73,23 @@ CANDIDATES = {
                                         recipe=dict(NO_DROPOUT, shift=1.0, rotation=5.0, batch_size=64, lr=0.04)),
     "f3786-bnrelu-batch64-shift1": dict(layers="6p1 8p1 M 8p1 10p0 M 10p0 10p0", order="conv-bn-relu",
                                         recipe=dict(NO_DROPOUT, shift=1.0, rotation=5.0, batch_size=64, lr=0.04)),
+    # The promise at 4,500 parameters or fewer: conv -> BatchNorm -> ReLU on Model 5's recipe, with
+    # the layers or the recipe value each name says.
+    **{name: dict(layers=layers, order="conv-bn-relu", recipe=dict(MODEL5_RECIPE, **change))
+       for name, layers, change in [
+           ("q4462", Q4462, {}),
+           ("q4440-late8", "8p1 8p1 M 12p1 12p0 M 8p0 8p0", {}),
+           ("q4448-gap4", "8p1 8p1 M 12p1 12p0 M 13p0", {}),
+           ("q4324-1x1", "8p1 8p1 M 10p1 12p0 M 14p0 10k1p0", {}),
+           ("q4404-pool1", "8p1 M 10p1 10p1 10p0 M 10p0 8p0", {}),
+           ("q4462-batch128", Q4462, dict(batch_size=128, lr=0.08)),
+           ("q4462-wd1e4", Q4462, dict(weight_decay=1e-4)),
+           ("q4462-step7", Q4462, dict(step_size=7)),
+           ("q4462-rot3", Q4462, dict(rotation=3.0)),
+           ("q4076", "8p1 8p1 M 10p1 10p0 M 10p0 8p0", {}),
+           ("q3582", "6p1 8p1 M 8p1 10p0 M 10p0 8p0", {}),
+           ("q2998", "6p1 6p1 M 8p1 10p0 M 8p0 8p0", {}),
+       ]},
 }
 
 
