@@ -10,6 +10,7 @@ import contextlib
 import io
 import math
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -35,18 +36,23 @@ def default_data_dir():
 
 
 def raw_folder(data_dir):
-    """data_dir/MNIST/raw, with ~ expanded as a shell (and torchvision) would."""
-    return Path(data_dir).expanduser() / "MNIST" / "raw"
+    """data_dir/MNIST/raw, with ~ expanded as a shell (and torchvision) would; a data_dir that is
+    itself such a folder is taken as it is."""
+    path = Path(data_dir).expanduser()
+    return path if path.parts[-2:] == ("MNIST", "raw") else path / "MNIST" / "raw"
 
 
 def _download(data_dir, missing):
     """Fetch the four files as torchvision does; its per-mirror chatter is kept out of the log."""
     folder = raw_folder(data_dir)
+    created = next((p for p in reversed([folder, *folder.parents]) if not p.exists()), None)
     print(f"Downloading MNIST to {folder} ...", flush=True)
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             datasets.MNIST(folder.parent.parent, train=True, download=True)
     except Exception:
+        if created:   # leave no empty folders behind
+            shutil.rmtree(created, ignore_errors=True)
         what = "MNIST is not" if len(missing) == len(RAW_FILES) else f"{', '.join(missing)} of MNIST are not"
         raise DataError(
             f"{what} in {folder} and could not be downloaded; "
@@ -116,17 +122,28 @@ def load_split(data_dir, train, device="cpu"):
 
 
 def load_splits(data_dir, device="cpu", trains=(True, False)):
-    """The splits asked for (training, test), the files fetched if missing and checked once."""
+    """The splits asked for (training, test), the files fetched if missing and checked once, then
+    read as they are: nothing else in the folder (torchvision's processed/ files) is read."""
     folder = raw_folder(data_dir)
     missing = [name for name in RAW_FILES if not (folder / name).is_file()]
     if missing:
         _download(data_dir, missing)
     check_mnist(folder)
+    splits = []
+    for train in trains:
+        images, labels = (read_idx(folder / name) for name in RAW_FILES[0 if train else 2:][:2])
+        splits.append((images.to(device).unsqueeze(1).float().div_(255), labels.long().to(device)))
+    return splits
+
+
+def read_idx(path):
+    """An IDX file of bytes as a uint8 tensor of the dimensions in its header."""
     try:
-        splits = [datasets.MNIST(folder.parent.parent, train=train, download=False) for train in trains]
+        raw = bytearray(path.read_bytes())
     except OSError as e:
-        raise DataError(f"cannot read {e.filename or folder}: {e.strerror or e}") from None
-    return [(split.data.to(device).unsqueeze(1).float().div_(255), split.targets.to(device)) for split in splits]
+        raise DataError(f"cannot read {e.filename or path}: {e.strerror or e}") from None
+    dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(raw[3])]
+    return torch.frombuffer(raw, dtype=torch.uint8, offset=4 + 4 * len(dims)).view(*dims)
 
 
 def normalize(pixels):

@@ -2,11 +2,12 @@
 
 Grouped by what they protect: the models and their tables, the data, the lesson's training and
 testing, the command line and its bad input, the files and signals, and the picture of a model's
-mistakes (errors.py). The lab's tests (its tables, the screen, the committed results) are in
+mistakes (plot.py). The lab's tests (its tables, the screen, the committed results) are in
 lab/test_lab.py. Training runs on a tiny MNIST that the tests write themselves in the IDX format;
 the tests that need the real data set run only when $MNIST_DIR points at it (as .ci/run sets it)."""
 import contextlib
 import copy
+import inspect
 import io
 import json
 import os
@@ -20,12 +21,15 @@ import time
 import unittest
 import unittest.mock
 from pathlib import Path
+from xml.etree import ElementTree
 
 import torch
 import torch.nn as nn
 
 import data
-import errors
+import harness
+import models
+import plot
 import train
 from models import MODELS, count_parameters, forward_backward_bytes, summary
 
@@ -447,6 +451,7 @@ class TestData(TinyData):
         self.assert_one_line(code, err, 1)
         self.assertIn(str(empty / "MNIST" / "raw"), err)
         self.assertIn("train-images-idx3-ubyte", err)
+        self.assertFalse(empty.exists())   # the folders the download made are gone with it
 
     def test_a_partial_data_folder_names_the_missing_files(self):
         (self.raw / "t10k-labels-idx1-ubyte").unlink()
@@ -503,6 +508,21 @@ class TestData(TinyData):
         self.assertIn(str(labels), err)
         self.assertIn("Permission denied", err)
 
+    def test_the_data_are_the_checked_raw_files_whatever_else_the_folder_holds(self):
+        processed = self.raw.parent / "processed"   # torchvision's legacy files, of other data
+        processed.mkdir()
+        for name in ("training.pt", "test.pt"):
+            torch.save((torch.zeros(7, 28, 28, dtype=torch.uint8), torch.zeros(7, dtype=torch.long)),
+                       processed / name)
+        for data_dir in (self.tmp / "data", self.raw):   # the folder of MNIST/raw, or that folder
+            with self.subTest(data_dir=data_dir):
+                metrics = self.tmp / "m.json"
+                code, _, err = run_main(["--model", "1", "--epochs", "1", "--data-dir", str(data_dir),
+                                         "--metrics", str(metrics)])
+                self.assertEqual(code, 0, err)
+                self.assertEqual(strict_json(metrics)["epochs"][0]["test_total"], 160)
+        self.assertEqual(sorted(p.name for p in self.raw.parent.iterdir()), ["processed", "raw"])
+
     def test_a_data_folder_under_the_home_tilde_is_found(self):
         with unittest.mock.patch.dict(os.environ, {"HOME": str(self.tmp), "MNIST_DIR": "~/data"}):
             for argv in (["--data-dir", "~/data"], []):
@@ -539,6 +559,31 @@ class TestTraining(TinyData):
         state = torch.load(self.tmp / "m.pt")
         self.assertEqual(sum(v.numel() for k, v in state.items() if "running" not in k
                              and "num_batches" not in k), 7788)
+
+    def test_the_lesson_runs_with_torch_alone(self):
+        """Model 5's class, train_epoch, evaluate and recompute_batchnorm_statistics pasted into a
+        namespace of torch, nn and F alone train and test on a plain list of batches as the
+        modules' own do."""
+        pasted = {"torch": torch, "nn": nn, "F": torch.nn.functional}
+        for source in (models.Net, models.conv_bn_relu, models.Model5, train.train_epoch, train.evaluate,
+                       train.recompute_batchnorm_statistics):
+            exec(inspect.getsource(source), pasted)
+        generator = torch.Generator().manual_seed(0)
+        pixels, labels = torch.rand(96, 1, 28, 28, generator=generator), torch.randint(0, 10, (96,))
+        batches = [(pixels[i:i + 32], labels[i:i + 32]) for i in range(0, 96, 32)]
+        results = []
+        for lesson in (pasted, vars(train) | {"Model5": models.Model5}):
+            torch.manual_seed(0)
+            model = lesson["Model5"]()
+            before = [p.clone() for p in model.parameters()]
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.04, momentum=0.9)
+            trained = lesson["train_epoch"](model, batches, optimizer)
+            tested = lesson["evaluate"](model, batches)
+            fresh = lesson["recompute_batchnorm_statistics"](copy.deepcopy(model), batches)
+            results.append((trained, tested, lesson["evaluate"](fresh, batches)))
+            self.assertTrue(all(not torch.equal(a, b) for a, b in zip(before, model.parameters())))
+        self.assertEqual(results[0], results[1])
+        self.assertEqual(results[0][1][2], 96)
 
     def test_same_seed_same_numbers(self):
         def numbers(seed):
@@ -625,7 +670,7 @@ class TestTraining(TinyData):
         modes = [m.training for m in model.modules()]
         state = {k: v.clone() for k, v in model.state_dict().items()}
         images = torch.randn(150, 1, 28, 28)
-        fresh = train.recompute_batchnorm_statistics(model, [(images, None)])
+        fresh = train.recompute_batchnorm_statistics(copy.deepcopy(model), [(images, None)])
         self.assertEqual([m.training for m in model.modules()], modes)
         self.assertEqual([m.training for m in fresh.modules()], modes)
         for name, value in model.state_dict().items():
@@ -646,7 +691,8 @@ class TestTraining(TinyData):
             self.assertFalse(torch.allclose(model.eval()(images), fresh(images), atol=1e-1))
         # Each image counts the same, however the images are batched: a last batch of one image
         # moves the means by its own share.
-        split = train.recompute_batchnorm_statistics(model, [(images[:149], None), (images[149:], None)])
+        split = train.recompute_batchnorm_statistics(copy.deepcopy(model), [(images[:149], None),
+                                                                       (images[149:], None)])
         for whole, parts in zip(norms(fresh), norms(split)):
             torch.testing.assert_close(parts.running_mean, whole.running_mean, atol=2e-3, rtol=1e-2)
 
@@ -689,10 +735,13 @@ class TestCommandLine(TinyData):
                  ["--device", "tpu"], ["--lr", "inf"], ["--lr", "nan"], ["--weight-decay", "inf"],
                  ["--seed", "99999999999999999999"], ["--seed", "9" * 400], ["--seed", "-1"],
                  ["--no-augment", "--shift", "2"], ["--model", "1", "--rotation", "5"],   # unused
+                 ["--model", "3", "--no-augment", "--rotation", "5"],
                  ["--batch-size", "321"]]   # one more than the tiny training set: found after loading it
         for extra in cases:
             with self.subTest(args=extra):
                 self.assert_refused(extra)
+        self.assertIn("unused with --no-augment", self.assert_refused(["--no-augment", "--rotation", "5"]))
+        self.assertIn("Model 1's recipe does not augment", self.assert_refused(["--model", "1", "--shift", "1"]))
 
     def test_numbers_beyond_float32_exit_2_with_one_line_also_where_the_schedule_reaches_them(self):
         for extra, words in ((["--lr", "1e39"], "float32"), (["--weight-decay", "1e39"], "float32"),
@@ -716,7 +765,7 @@ class TestCommandLine(TinyData):
                                       "--test-batch-size 160")):
             for available, fits in ((needed, True), (needed - 1, False)):
                 with self.subTest(flags=flags, fits=fits), \
-                        unittest.mock.patch.object(train, "available_memory", return_value=available):
+                        unittest.mock.patch.object(harness, "available_memory", return_value=available):
                     code, out, err = run_main(self.args(*flags, "--dry-run", "--epochs", "1"))
                     if fits:
                         self.assertEqual((code, err), (0, ""))
@@ -760,6 +809,38 @@ class TestFilesAndSignals(TinyData):
         self.assertEqual(labels.read_bytes(), original)
         self.assertFalse((self.tmp / "fifo").is_file())
 
+    def test_no_output_replaces_the_file_this_scripts_output_goes_to_nor_its_mode(self):
+        log, errors = self.tmp / "run.log", self.tmp / "err.log"
+        for flag, stream, path in (("--metrics", "/dev/stdout", log), ("--save-model", "/dev/stderr", errors)):
+            with self.subTest(flag=flag), open(log, "w") as out, open(errors, "w") as err:
+                result = subprocess.run([sys.executable, str(HERE / "train.py"),
+                                         *self.args("--dry-run", flag, stream)], stdout=out,
+                                        stderr=err, timeout=900)
+                self.assertEqual(result.returncode, 2)
+                self.assertIn(f"{flag}: cannot write {stream}", errors.read_text())
+                self.assertTrue(path.is_file())   # still the log, not a file renamed over it
+        private = self.tmp / "private.json"
+        private.write_text("{}")
+        private.chmod(0o600)
+        code, _, err = run_main(self.args("--dry-run", "--epochs", "1", "--metrics", str(private)))
+        self.assertEqual(code, 0, err)
+        self.assertEqual(private.stat().st_mode & 0o777, 0o600)   # the mode it had, kept
+
+    def test_a_signal_while_the_verdict_is_printed_waits_for_the_files(self):
+        metrics, weights = self.tmp / "m.json", self.tmp / "m.pt"
+        report = train.report
+        def terminated_while_reporting(history, parameters):
+            os.kill(os.getpid(), signal.SIGTERM)
+            return report(history, parameters)
+        with unittest.mock.patch.object(train, "report", terminated_while_reporting):
+            code, out, err = run_main(self.args("--dry-run", "--metrics", str(metrics),
+                                                "--save-model", str(weights)))
+        self.assert_one_line(code, err, 128 + signal.SIGTERM)
+        self.assertIn("after training finished", err)
+        self.assertEqual(out.count("Target ("), 1)
+        self.assertTrue(weights.is_file())
+        self.assertNotIn("interrupted", strict_json(metrics))
+
     def test_an_output_through_a_symbolic_link_is_written_to_its_target(self):
         target, link = self.tmp / "sub" / "m.json", self.tmp / "m.json"
         target.parent.mkdir()
@@ -786,30 +867,31 @@ class TestFilesAndSignals(TinyData):
     def test_a_file_that_cannot_be_written_after_training_is_named_and_the_other_is_still_written(self):
         metrics, weights = self.tmp / "m.json", self.tmp / "out" / "m.pt"
         weights.parent.mkdir()
-        save_json = train.save_json
+        save_json = harness.save_json
         def disk_full_at_the_end(path, obj):
             if "result" in obj:
                 raise OSError(28, "No space left on device", path)
             save_json(path, obj)
-        with unittest.mock.patch.object(train, "save_json", disk_full_at_the_end):
+        with unittest.mock.patch.object(harness, "save_json", disk_full_at_the_end):
             code, _, err = run_main(self.args("--dry-run", "--metrics", str(metrics), "--save-model", str(weights)))
         self.assert_one_line(code, err, 1)
         self.assertIn(f"{metrics}: No space left on device", err)
         self.assertTrue(weights.is_file())            # the model, written all the same
         self.assertEqual(len(strict_json(metrics)["epochs"]), 2)
-        start = train.RunLog.start
-        def folder_removed_during_the_run(log, model):
-            start(log, model)
+        start = harness.RunLog.start
+        def folder_removed_during_the_run(log, *args):
+            start(log, *args)
             shutil.rmtree(weights.parent)
-        with unittest.mock.patch.object(train.RunLog, "start", folder_removed_during_the_run):
+        with unittest.mock.patch.object(harness.RunLog, "start", folder_removed_during_the_run):
             code, _, err = run_main(self.args("--dry-run", "--metrics", str(metrics), "--save-model", str(weights)))
         self.assert_one_line(code, err, 1)
         self.assertIn(str(weights), err)
         self.assertIn("result", strict_json(metrics))   # the metrics, written all the same
 
     def test_ctrl_c_and_sigterm_keep_the_finished_epochs_and_leave_no_temporary_file(self):
-        for name, signum, words in (("SIGINT", signal.SIGINT, "Interrupted"),
-                                    ("SIGTERM", signal.SIGTERM, "Stopped by SIGTERM")):
+        for name, signum, words, then in (("SIGINT", signal.SIGINT, "Interrupted", signal.SIGINT),
+                                          ("SIGTERM", signal.SIGTERM, "Stopped by SIGTERM", signal.SIGTERM),
+                                          ("both", signal.SIGINT, "Interrupted", signal.SIGTERM)):
             with self.subTest(signal=name):
                 metrics = self.tmp / f"{name}.json"
                 # A shell that starts a job in the background (`nohup … &`) hands it SIGINT ignored;
@@ -818,12 +900,13 @@ class TestFilesAndSignals(TinyData):
                                        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
                 self.assertTrue(metrics.exists(), "no epoch finished")
                 child.send_signal(signum)
-                time.sleep(0.05)
-                child.send_signal(signum)   # a second one, while the first is being handled
+                time.sleep(0.05 if name != "both" else 0)
+                child.send_signal(then)   # a second one, while the first is being handled
                 out, err = child.communicate(timeout=900)
                 self.assertEqual(child.returncode, 128 + signum, err)
                 self.assertNotIn("Traceback", err)
                 self.assertNotIn("Exception ignored", err)
+                self.assertNotIn("race condition", err)
                 record = strict_json(metrics)
                 self.assertTrue(record["interrupted"])
                 self.assertIn("result", record)
@@ -833,11 +916,11 @@ class TestFilesAndSignals(TinyData):
 
     def test_a_signal_once_training_has_finished_waits_until_the_model_and_metrics_are_written(self):
         metrics, weights = self.tmp / "m.json", self.tmp / "m.pt"
-        finish = train.RunLog.finish
+        finish = harness.RunLog.finish
         def terminated_while_saving(log, verdict, **kwargs):
             os.kill(os.getpid(), signal.SIGTERM)
             finish(log, verdict, **kwargs)
-        with unittest.mock.patch.object(train.RunLog, "finish", terminated_while_saving):
+        with unittest.mock.patch.object(harness.RunLog, "finish", terminated_while_saving):
             code, out, err = run_main(self.args("--dry-run", "--metrics", str(metrics), "--save-model", str(weights)))
         self.assert_one_line(code, err, 128 + signal.SIGTERM)
         self.assertIn("after training finished", err)
@@ -882,6 +965,31 @@ class TestFilesAndSignals(TinyData):
         self.assertIn(str(metrics), closed_err)   # where the finished epochs are
         self.assertGreater(len(strict_json(metrics)["epochs"]), 0)
 
+    def test_every_script_ends_a_broken_pipe_or_a_closed_stdout_with_one_line(self):
+        weights, metrics = self.tmp / "modèle.pt", self.tmp / "m.json"
+        env = dict(os.environ, PYTHONIOENCODING="ascii")
+        result = subprocess.run([sys.executable, str(HERE / "train.py"),
+                                 *self.args("--dry-run", "--save-model", str(weights))],
+                                capture_output=True, env=env, timeout=900)
+        self.assertEqual((result.returncode, result.stderr), (0, b""))
+        self.assertIn(b"mod\\xe8le.pt", result.stdout)   # an ASCII console gets an escape
+        closed = subprocess.run([sys.executable, str(HERE / "train.py"),
+                                 *self.args("--dry-run", "--metrics", str(metrics))],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=900,
+                                preexec_fn=lambda: os.close(1))
+        self.assertEqual((closed.returncode, closed.stderr), (0, b""))
+        self.assertIn("result", strict_json(metrics))
+        run = self.tmp / "run.json"
+        shutil.copy(HERE / "results" / "model5" / "seed1.json", run)
+        for script in (["models.py"], ["-m", "lab.screen", "--list"], ["plot.py", str(run)]):
+            with self.subTest(script=script):
+                reader, writer = os.pipe()
+                os.close(reader)   # a reader that has gone, as `| head -1` leaves it
+                result = subprocess.run([sys.executable, *script], cwd=HERE, stdout=writer,
+                                        stderr=subprocess.PIPE, text=True, timeout=900)
+                os.close(writer)
+                self.assert_one_line(result.returncode, result.stderr, 1)
+
     def test_a_stream_that_cannot_encode_the_bar_gets_ascii(self):
         result = subprocess.run(
             [sys.executable, str(HERE / "train.py"), *self.args("--dry-run", "--epochs", "1")],
@@ -892,7 +1000,7 @@ class TestFilesAndSignals(TinyData):
 
 
 class TestErrorsPicture(unittest.TestCase):
-    """errors.py: the misclassified test digits and the confusion matrix of a saved model."""
+    """plot.py: the misclassified test digits and the confusion matrix of a saved model."""
 
     @classmethod
     def setUpClass(cls):
@@ -903,19 +1011,19 @@ class TestErrorsPicture(unittest.TestCase):
                                  "--save-model", str(cls.weights)])   # a few steps: some right, some wrong
         assert code == 0, err
         _, (cls.pixels, cls.labels) = data.load_splits(cls.tmp / "data")
-        cls.model = errors.load_model(cls.weights, 1, torch.device("cpu"))
+        cls.model = plot.load_model(cls.weights, 1, torch.device("cpu"))
 
     @classmethod
     def tearDownClass(cls):
         shutil.rmtree(cls.tmp)
 
     def draw(self, *extra):
-        return run_main([*extra, "--data-dir", str(self.tmp / "data")], main=errors.main)
+        return run_main([*extra, "--data-dir", str(self.tmp / "data")], main=plot.main)
 
     def test_the_digits_drawn_are_the_errors_that_evaluate_counts_with_the_models_own_labels(self):
         _, correct, total = train.evaluate(self.model, data.test_batches(self.pixels, self.labels, 50))
-        predicted, probability = errors.predictions(self.model, self.pixels, self.labels)
-        svg = errors.draw(self.pixels, self.labels, predicted, probability, "test")
+        predicted, probability = plot.predictions(self.model, self.pixels, self.labels)
+        svg = plot.draw(self.pixels, self.labels, predicted, probability, "test")
         captions = [tuple(map(int, pair)) for pair in re.findall(r">(\d) → (\d)</text>", svg)]
         self.assertGreater(total - correct, 0)
         self.assertEqual(svg.count("<image "), total - correct)
@@ -928,15 +1036,15 @@ class TestErrorsPicture(unittest.TestCase):
 
     def test_the_confusion_matrix_sums_to_the_test_set_and_its_diagonal_to_the_correct_count(self):
         _, correct, total = train.evaluate(self.model, data.test_batches(self.pixels, self.labels, 50))
-        predicted, _ = errors.predictions(self.model, self.pixels, self.labels)
-        matrix = errors.confusion_matrix(self.labels, predicted)
+        predicted, _ = plot.predictions(self.model, self.pixels, self.labels)
+        matrix = plot.confusion_matrix(self.labels, predicted)
         self.assertEqual(tuple(matrix.shape), (10, 10))
         self.assertEqual(matrix.sum().item(), total)
         self.assertEqual(matrix.diag().sum().item(), correct)
         self.assertEqual(matrix.sum(dim=1).tolist(), torch.bincount(self.labels, minlength=10).tolist())
 
     def test_a_model_without_errors_draws_an_empty_grid_that_says_so(self):
-        svg = errors.draw(self.pixels, self.labels, self.labels.clone(), torch.ones(len(self.labels)), "perfect")
+        svg = plot.draw(self.pixels, self.labels, self.labels.clone(), torch.ones(len(self.labels)), "perfect")
         self.assertEqual(svg.count("<image "), 0)
         self.assertIn("No test digit is misclassified.", svg)
         self.assertIn("100.00%", svg)
@@ -972,9 +1080,75 @@ class TestErrorsPicture(unittest.TestCase):
             self.assertIn("is not a state_dict", self.draw(*argv)[2])
         self.assertEqual(self.weights.read_bytes(), before)
 
+    def test_weights_of_another_model_name_the_models_they_fit(self):
+        fourth = self.tmp / "model4.pt"
+        torch.save(MODELS[4]().state_dict(), fourth)
+        code, _, err = self.draw(str(fourth), "--model", "5")
+        self.assertEqual(code, 2, err)
+        self.assertIn("they fit Models 3 and 4: use --model 3 or 4", err)   # the same tensors
+        code, _, err = self.draw(str(self.weights), "--model", "3")
+        self.assertIn("they fit Model 1: use --model 1", err)
+        torch.save({"weight": torch.zeros(3)}, fourth)
+        self.assertIn("they fit none of Models 1 to 5", self.draw(str(fourth), "--model", "1")[2])
+
+    def test_weights_that_are_not_finite_or_cannot_be_read_exit_2_with_one_line(self):
+        broken, hidden = self.tmp / "nan.pt", self.tmp / "hidden.pt"
+        state = torch.load(self.weights)
+        state["fc.weight"][0, 0] = float("nan")
+        torch.save(state, broken)
+        shutil.copy(self.weights, hidden)
+        hidden.chmod(0)
+        cases = [(broken, "NaN or infinite")] + [(self.tmp, "cannot read")] * 2
+        if os.geteuid() != 0:   # root reads whatever the mode says
+            cases.append((hidden, "cannot read"))
+        for path, words in cases:
+            with self.subTest(path=path):
+                code, out, err = self.draw(str(path), "--model", "1", "--out", str(self.tmp / "x.svg"))
+                self.assertEqual(code, 2, err)
+                self.assertEqual(len(err.strip().splitlines()), 1, err)
+                self.assertIn(words, err)
+                self.assertNotIn("correct", out)
+        self.assertFalse((self.tmp / "x.svg").exists())
+
+    def test_any_name_gives_a_picture_that_is_well_formed_xml(self):
+        odd = self.tmp / "a&b<c>\"d'.pt"
+        shutil.copy(self.weights, odd)
+        code, _, err = self.draw(str(odd), "--model", "1")
+        self.assertEqual(code, 0, err)
+        root = ElementTree.parse(self.tmp / "a&b<c>\"d'.svg").getroot()
+        self.assertIn("a&b<c>\"d'.pt", "".join(root.itertext()))
+
+    def test_the_curves_drawn_are_the_runs_numbers(self):
+        run = strict_json(HERE / "results" / "model5" / "seed1.json")
+        path = self.tmp / "run.json"
+        path.write_text(json.dumps(run))
+        code, out, err = self.draw(str(path))
+        self.assertEqual(code, 0, err)
+        self.assertIn("15 epoch(s)", out)
+        root = ElementTree.parse(self.tmp / "run.svg").getroot()   # well-formed, or it raises
+        svg = "{http://www.w3.org/2000/svg}"
+        lines = root.findall(f".//{svg}polyline")
+        labels = {}   # each panel's axis labels, by their x
+        for text in root.iter(f"{svg}text"):
+            if text.get("text-anchor") == "end":
+                labels.setdefault(text.get("x"), []).append(text)
+        panels = list(zip((lines[:2], lines[2:]), labels.values()))
+        keys = [("train_accuracy", "test_accuracy"), ("train_loss", "test_loss")]
+        for (drawn, ticks), names in zip(panels, keys):
+            (y0, v0), (y1, v1) = [(float(t.get("y")) - 4, float(t.text)) for t in (ticks[0], ticks[-1])]
+            value = lambda y: v0 + (float(y) - y0) * (v1 - v0) / (y1 - y0)   # the axis, read back
+            for line, name in zip(drawn, names):
+                points = [point.split(",") for point in line.get("points").split()]
+                expected = [e[name] for e in run["epochs"]]
+                self.assertEqual(len(points), len(expected))
+                for (_, y), number in zip(points[1:], expected[1:]):   # epoch 0 may be at the edge
+                    self.assertAlmostEqual(value(y), number, delta=abs(v1 - v0) / 300, msg=name)
+        self.assertIn("target met", "".join(root.itertext()))
+        self.assertIn("99.40%", "".join(root.itertext()))
+
     def test_an_ascii_locale_writes_the_picture_whole(self):
         out_svg = self.tmp / "ascii.svg"
-        result = subprocess.run([sys.executable, str(HERE / "errors.py"), str(self.weights), "--model", "1",
+        result = subprocess.run([sys.executable, str(HERE / "plot.py"), str(self.weights), "--model", "1",
                                  "--data-dir", str(self.tmp / "data"), "--out", str(out_svg)],
                                 capture_output=True, env=dict(os.environ, LC_ALL="C", LANG="C",
                                                               PYTHONIOENCODING="ascii", PYTHONUTF8="0"),

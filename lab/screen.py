@@ -16,14 +16,17 @@ are in results/README.md: `m3-...` and the others without a prefix were the cand
 (results/screen/), `f...` its frontier (results/frontier/), `p...` the screen at 6,000 parameters
 or fewer (results/screen-6000/).
 """
-import os
 import re
 import sys
+from pathlib import Path
 
+if not __package__:   # run by its path (python lab/screen.py): the project's modules are one up
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch.nn as nn
 
+import harness
 import train
-from models import MODELS, summary
+from models import summary
 
 MODEL3_LAYERS = "8p1 12p1 M 16p1 16p0 M 11p0 10p0"
 F5936 = "8p1 12p1 M 12p1 12p0 M 11p0 10p0"   # the frontier's best design under 6,000 parameters
@@ -132,25 +135,17 @@ def main(argv):
         return 0
     if argv[:1] == ["--list"]:
         for name, spec in CANDIDATES.items():
-            print(f"{name}: {spec}")
-            print(summary(model_class(name)()))
-            print()
+            print(f"{name}: {spec}\n{summary(model_class(name)())}\n")
         return 0
     if not argv or argv[0] not in CANDIDATES:
-        print(f"screen: error: the first argument names a candidate: {', '.join(CANDIDATES)}", file=sys.stderr)
-        return 2
+        raise harness.Failure(f"the first argument names a candidate: {', '.join(CANDIDATES)}", 2)
     if "--model" in argv or any(a.startswith("--model=") for a in argv):
-        print("screen: error: a candidate takes Model 4's place; --model is not one of its flags", file=sys.stderr)
-        return 2
+        raise harness.Failure("a candidate takes Model 4's place; --model is not one of its flags", 2)
     name = argv[0]
-    return train.main([*argv[1:], "--model", "4"], models={**MODELS, 4: model_class(name)},
-                      recipes={**train.RECIPES, 4: dict(train.RECIPES[3], **CANDIDATES[name]["recipe"])},
-                      record=dict(candidate=name, **layers(name)))
+    return train.train_candidate([*argv[1:], "--model", "4"], model_class(name),
+                                 dict(train.RECIPES[3], **CANDIDATES[name]["recipe"]),
+                                 dict(candidate=name, **layers(name)))
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except BrokenPipeError:   # `--list | head`: the reader has gone; say nothing more to it
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(1)
+    sys.exit(harness.boundary(lambda: main(sys.argv[1:])))

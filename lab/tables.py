@@ -14,12 +14,15 @@ picture is what this file draws, so neither can drift from the runs.
 """
 import collections
 import json
-import os
 import re
 import statistics
 import sys
 from pathlib import Path
 
+if not __package__:   # run by its path (python lab/tables.py): the project's modules are one up
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import harness
+import plot
 import train
 from train import TARGET_ACCURACY, TARGET_EPOCHS, target_met
 
@@ -29,6 +32,7 @@ FRONTIER = RESULTS / "frontier"   # designs smaller than Models 4 and 5, run by 
 SCREEN_6000 = RESULTS / "screen-6000"   # the screen for the promise at 6,000 parameters or fewer
 CONFIRM_6000 = RESULTS / "confirm-6000"   # its choice on fresh seeds, which choose nothing
 CONFIRM_5000 = RESULTS / "confirm-5000"   # the frontier's best below 5,000 parameters on fresh seeds
+SCREEN_4500 = RESULTS / "screen-4500"   # the screen for the promise at 4,500 parameters or fewer
 EPOCHS = 15   # a result is a run of the write-up's 15 epochs
 LAYERS = {4: "8p1 12p1 M 16p1 16p0 M 11p0 10p0",   # models.Model4 and Model5 in lab/screen.py's notation
           5: "8p1 12p1 M 12p1 12p0 M 11p0 10p0"}
@@ -36,12 +40,21 @@ FRESH_SEEDS = {3: range(11, 51), 4: range(11, 51), 5: range(11, 51)}   # seeds t
 
 
 def read_run(path):
-    """One metrics file, or None where the file is not one (half written, or another program's).
+    """One metrics file, or None where the file is not a whole one of train.py's (half written,
+    another program's, a field missing or of another kind, a number that is not finite).
     Files written before --weight-decay existed have none: it was 0."""
+    def refuse(token):
+        raise ValueError(token)
     try:
-        run = json.loads(path.read_text(encoding="utf-8"))
-        run["config"].setdefault("weight_decay", 0.0)
-        len(run["epochs"])
+        run = json.loads(path.read_text(encoding="utf-8"), parse_constant=refuse)
+        config, epochs = run["config"], run["epochs"]
+        config.setdefault("weight_decay", 0.0)
+        whole = all(type(config[k]) is int for k in ("model", "seed", "epochs"))
+        whole = whole and type(config.get("parameters", 0)) is int
+        accuracies = [e["test_accuracy"] for e in epochs] + [e.get("train_accuracy", 0) for e in epochs]
+        accuracies += [run["result"]["best_train_accuracy"]] if "result" in run else []
+        if not whole or not all(type(a) in (int, float) for a in accuracies):
+            return None
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
         return None
     return run
@@ -89,6 +102,10 @@ def why_not_counted(run, path=None):
             return f"not Model {model}'s recipe of {EPOCHS} epochs"
     if "candidate" in config and config["epochs"] != EPOCHS:
         return f"{config['epochs']} epochs, not {EPOCHS}"
+    seed = config["seed"]   # seedS, NAME_seedS or a name ending in seedS: a copy is named otherwise
+    named = f"seed{seed}" if folder else config.get("candidate") and f"{config['candidate']}_seed{seed}"
+    if path and (path.stem != named if named else not re.search(rf"(^|[-_])seed{seed}$", path.stem)):
+        return f"its name does not say its seed ({seed}): a copy of another run?"
     return ""
 
 
@@ -323,54 +340,26 @@ def frontier_table(folder=FRONTIER, models=(4, 5)):
 
 
 def accuracy_svg(models=(3, 4, 5), low=98.8, high=99.7):
-    """A picture of the target: test accuracy per epoch of every run of Models 3 to 5's recipes, a
-    panel for each model with runs, one thin line per seed, the 99.40% line across, the last epochs
-    shaded. Accuracies below `low` are drawn at `low`. Standard library only: the SVG is text."""
+    """A picture of the target: test accuracy per epoch of every run of Models 3 to 5's recipes,
+    a panel for each model with runs, one thin line per seed (red where it missed the target),
+    the 99.40% line across, the last epochs shaded; accuracies below `low` are drawn at `low`."""
     models = [model for model in models if model_runs(model)]
-    width, height, margin, gap = 360, 260, 44, 24
-    epochs = max(len(run["epochs"]) for model in models for run in model_runs(model))
-    inner_w, inner_h = width - margin - 10, height - margin - 30
-    x = lambda epoch: margin + inner_w * epoch / (epochs - 1)
-    y = lambda accuracy: 30 + inner_h * (high - max(low, min(high, accuracy))) / (high - low)
-    total = len(models) * width + (len(models) - 1) * gap
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{total}" height="{height}" '
-           f'viewBox="0 0 {total} {height}" font-family="sans-serif" font-size="11">',
-           f'<rect width="{total}" height="{height}" fill="white"/>']
+    width, height, gap = 360, 260, 24
+    elements = []
     for i, model in enumerate(models):
-        runs = model_runs(model)
-        met = sum(target_met(test_accuracies(run)) for run in runs)
-        out.append(f'<g transform="translate({i * (width + gap)},0)">')
-        out.append(f'<text x="{margin}" y="16" font-size="13">Model {model}: target met on {met} of '
-                   f'{len(runs)} seeds</text>')
-        shade_x = x(epochs - TARGET_EPOCHS) - 4
-        out.append(f'<rect x="{shade_x:.1f}" y="30" width="{x(epochs - 1) - shade_x + 4:.1f}" '
-                   f'height="{inner_h}" fill="#eef3fb"/>')
-        for tick in range(int(round(low * 10)), int(round(high * 10)) + 1, 2):
-            value = tick / 10
-            out.append(f'<line x1="{margin}" x2="{margin + inner_w}" y1="{y(value):.1f}" y2="{y(value):.1f}" '
-                       f'stroke="#ddd"/><text x="{margin - 4}" y="{y(value) + 4:.1f}" text-anchor="end">'
-                       f'{value:.1f}</text>')
-        for epoch in range(0, epochs, 2):
-            out.append(f'<text x="{x(epoch):.1f}" y="{height - 18}" text-anchor="middle">{epoch}</text>')
-        out.append(f'<text x="{margin + inner_w / 2:.1f}" y="{height - 4}" text-anchor="middle">epoch</text>')
-        for run in runs:
-            points = " ".join(f"{x(e):.1f},{y(a):.1f}" for e, a in enumerate(test_accuracies(run)))
-            colour = "#3465a4" if target_met(test_accuracies(run)) else "#cc0000"
-            out.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="0.8" '
-                       f'stroke-opacity="0.6"/>')
-        out.append(f'<line x1="{margin}" x2="{margin + inner_w}" y1="{y(TARGET_ACCURACY):.1f}" '
-                   f'y2="{y(TARGET_ACCURACY):.1f}" stroke="black" stroke-dasharray="4 3"/>')
-        out.append(f'<text x="{margin + 4}" y="{y(TARGET_ACCURACY) - 4:.1f}">{TARGET_ACCURACY:.2f}%</text>')
-        out.append('</g>')
-    out.append('</svg>')
-    return "\n".join(out) + "\n"
+        runs = [test_accuracies(run) for run in model_runs(model)]
+        title = f"Model {model}: target met on {sum(map(target_met, runs))} of {len(runs)} seeds"
+        series = [(tests, "#3465a4" if target_met(tests) else "#cc0000", 0.8, 0.6) for tests in runs]
+        elements += plot.panel(i * (width + gap), 0, width, height, title, series, low, high, 0.2,
+                               TARGET_EPOCHS, TARGET_ACCURACY)
+    return plot.document(len(models) * (width + gap) - gap, height, elements)
 
 
 def readme_tables():
     """Each README and the tables it holds (a table of no runs yet is not held)."""
     notebook = [runs_table(), search_table(), recipe_summary(), screen_table(), screen_table(FRONTIER),
                 frontier_table(), screen_table(SCREEN_6000), screen_table(CONFIRM_6000),
-                screen_table(CONFIRM_5000)]
+                screen_table(CONFIRM_5000), screen_table(SCREEN_4500)]
     return {RESULTS.parent / "README.md": [headline_table()],
             RESULTS / "README.md": [table for table in notebook if len(table.splitlines()) > 2]}
 
@@ -396,16 +385,19 @@ def rewrite_readmes():
                 replaced[max(candidates)[1]] = rows
         for (a, b), rows in sorted(replaced.items(), reverse=True):
             lines[a:b] = rows
-        train.write_atomically(path, lambda f: f.write("\n".join(lines).encode("utf-8")))
+        harness.write_atomically(path, lambda f: f.write("\n".join(lines).encode("utf-8")))
 
 
 def main(argv):
-    for stream in (sys.stdout, sys.stderr):   # an ASCII console gets ? for the tables' dashes
-        getattr(stream, "reconfigure", lambda **how: None)(errors="replace")
+    parser = harness.ArgumentParser(prog="python -m lab.tables", description=(
+        "Print every table of both READMEs from the runs under results/, and redraw "
+        "results/accuracy.svg."))
+    parser.add_argument("--write", action="store_true", help="put each table in its README too")
+    args = parser.parse_args(argv)
     for path, why in not_counted():
         print(f"not counted: results/{path.as_posix()}: {why}", file=sys.stderr)
-    train.write_atomically(SVG, lambda f: f.write(accuracy_svg().encode("utf-8")))
-    if argv == ["--write"]:   # rewrite both READMEs' tables in place, then print them
+    harness.write_atomically(SVG, lambda f: f.write(accuracy_svg().encode("utf-8")))
+    if args.write:   # rewrite both READMEs' tables in place, then print them
         rewrite_readmes()
     for title, text in (("headline (README.md)", headline_table()), ("runs of the recipes", runs_table()),
                         ("recipe search", search_table()), ("recipes over seeds", recipe_summary()),
@@ -413,13 +405,11 @@ def main(argv):
                         ("the frontier, per size (results/README.md)", frontier_table()),
                         ("the screen at 6,000 parameters or fewer", screen_table(SCREEN_6000)),
                         ("its choice on seeds 31-50", screen_table(CONFIRM_6000)),
-                        ("below 5,000 parameters on seeds 51-70", screen_table(CONFIRM_5000))):
+                        ("below 5,000 parameters on seeds 51-70", screen_table(CONFIRM_5000)),
+                        ("the screen at 4,500 parameters or fewer", screen_table(SCREEN_4500))):
         print(f"## {title}\n\n{text}\n")
+    return 0
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except BrokenPipeError:   # `| head`: the reader has gone; say nothing more to it
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(1)
+    sys.exit(harness.boundary(lambda: main(sys.argv[1:])))

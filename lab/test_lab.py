@@ -3,6 +3,8 @@ with the tables and picture made from them. Found by `python -m unittest` from t
 import contextlib
 import io
 import json
+import subprocess
+import sys
 import tempfile
 import unittest
 import unittest.mock
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+import harness
 import train
 from lab import screen, tables
 from models import MODELS, count_parameters, summary
@@ -46,8 +49,8 @@ class TestTables(unittest.TestCase):
     def test_the_frontier_shows_per_recipe_and_size_the_best_design_beside_its_model(self):
         def run(name, seed, tests, parameters=5000, model=4, **changes):
             recipe = train.RECIPES[model]
-            config = dict(recipe, candidate=name, seed=seed, epochs=15, parameters=parameters, layers="8p1 M 10p0",
-                          rotation_degrees=recipe["rotation"], shift_pixels=recipe["shift"])
+            config = dict(recipe, candidate=name, model=4, seed=seed, epochs=15, parameters=parameters,
+                          layers="8p1 M 10p0", rotation_degrees=recipe["rotation"], shift_pixels=recipe["shift"])
             config.update(changes)
             return {"config": config, "epochs": [{"test_accuracy": t} for t in [99.0] * 11 + tests]}
         with tempfile.TemporaryDirectory() as tmp:
@@ -126,17 +129,58 @@ class TestTables(unittest.TestCase):
         self.assertIn("not a metrics file", skipped["model3/seed4.json"])
         self.assertIn("not a metrics file", skipped["model3/seed5.json"])
 
+    def test_a_copy_or_a_run_with_a_field_missing_or_not_a_number_is_not_counted_and_is_named(self):
+        run = lambda seed, **epoch: {"config": dict(MODEL3_CONFIG, seed=seed, epochs=15),
+                                     "epochs": [dict({"test_accuracy": 99.5}, **epoch)] * 15}
+        broken = {"seed21copy": run(21), "seed22": dict(run(22), epochs=[None] * 15),
+                  "seed23": {"config": dict(MODEL3_CONFIG, seed="23", epochs=15), "epochs": run(23)["epochs"]},
+                  "seed24": run(24, test_accuracy=float("nan")), "seed25": {"config": MODEL3_CONFIG}}
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp) / "model3"
+            folder.mkdir()
+            for name, metrics in {"seed21": run(21), **broken}.items():
+                (folder / f"{name}.json").write_text(json.dumps(metrics))
+            with unittest.mock.patch.object(tables, "RESULTS", Path(tmp)):
+                self.assertEqual([r["config"]["seed"] for r in tables.model_runs(3)], [21])
+                skipped = dict((p.stem, why) for p, why in tables.not_counted(Path(tmp)))
+        self.assertEqual(sorted(skipped), sorted(broken))
+        self.assertIn("a copy of another run", skipped["seed21copy"])
+
+    def test_the_command_refuses_a_flag_it_does_not_know_and_runs_by_its_path(self):
+        for argv in (["--wirte"], ["results"]):
+            with self.subTest(argv=argv), contextlib.redirect_stderr(err := io.StringIO()):
+                self.assertEqual(status(lambda: tables.main(argv)), 2)
+            self.assertEqual(len(err.getvalue().strip().splitlines()), 1)
+        for script in ("lab/tables.py", "lab/screen.py"):
+            with self.subTest(script=script):
+                result = subprocess.run([sys.executable, script, "--help"], cwd=HERE,
+                                        capture_output=True, text=True, timeout=900)
+                self.assertEqual((result.returncode, result.stderr), (0, ""))
+
 
     def test_the_command_prints_to_an_ascii_console(self):
         out = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
         with tempfile.TemporaryDirectory() as tmp, unittest.mock.patch.object(tables, "SVG", Path(tmp) / "a.svg"), \
                 contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
-            tables.main([])
+            self.assertEqual(harness.boundary(lambda: tables.main([])), 0)
             out.flush()
             self.assertEqual((Path(tmp) / "a.svg").read_text(), tables.accuracy_svg())
         printed = out.buffer.getvalue().decode("ascii")
         self.assertIn("## headline (README.md)", printed)
-        self.assertIn("| 1 | 9,746 | 1?3 |", printed)   # an en dash it cannot encode
+        self.assertIn("| 1 | 9,746 | 1\\u20133 |", printed)   # an en dash it cannot encode
+
+
+def status(work):
+    """The exit status work() gives inside a script's error boundary."""
+    try:
+        return harness.boundary(work)
+    except SystemExit as e:   # argparse's, for a bad flag
+        return e.code
+
+
+def screened(argv):
+    """lab.screen's exit status for argv, as its command line gives it."""
+    return status(lambda: screen.main(argv))
 
 
 class TestScreen(unittest.TestCase):
@@ -167,14 +211,14 @@ class TestScreen(unittest.TestCase):
 
     def test_an_unknown_candidate_exits_2_with_one_line(self):
         with contextlib.redirect_stderr(err := io.StringIO()):
-            self.assertEqual(screen.main(["no-such-design", "--seed", "1"]), 2)
+            self.assertEqual(screened(["no-such-design", "--seed", "1"]), 2)
         self.assertEqual(len(err.getvalue().strip().splitlines()), 1)
 
     def test_a_candidate_run_trains_the_candidate_or_refuses(self):
         for argv in (["m3-nodrop", "--model", "3"], ["m3-nodrop", "--model=3"]):
             with self.subTest(args=argv):
                 with contextlib.redirect_stderr(err := io.StringIO()):
-                    self.assertEqual(screen.main(argv), 2)
+                    self.assertEqual(screened(argv), 2)
                 self.assertEqual(len(err.getvalue().strip().splitlines()), 1)
         with contextlib.redirect_stdout(out := io.StringIO()):
             self.assertEqual(screen.main(["--help"]), 0)
@@ -183,9 +227,9 @@ class TestScreen(unittest.TestCase):
     def test_the_screen_gives_train_py_the_candidate_without_changing_train_py(self):
         before = (dict(train.MODELS), {k: dict(v) for k, v in train.RECIPES.items()})
         seen = {}
-        def run(args, model_class, log):
+        def run(args, model_class, train_split, test_split, log):
             seen.update(model=model_class, lr=args.lr, record=log.record)
-            raise train.Refused("stop here")
+            raise harness.Failure("stop here", 2)
         with unittest.mock.patch.object(train, "run", run), contextlib.redirect_stderr(io.StringIO()):
             self.assertEqual(screen.main(["p5936-lr04", "--dry-run"]), 2)
         self.assertEqual(count_parameters(seen["model"]())[0], 5936)
