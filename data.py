@@ -53,7 +53,8 @@ def _download(data_dir, missing):
     except Exception:
         if created:   # leave no empty folders behind
             shutil.rmtree(created, ignore_errors=True)
-        what = "MNIST is not" if len(missing) == len(RAW_FILES) else f"{', '.join(missing)} of MNIST are not"
+        what = ("MNIST is not" if len(missing) == len(RAW_FILES)
+                else f"{', '.join(missing)} of MNIST are not")
         raise DataError(
             f"{what} in {folder} and could not be downloaded; "
             f"put the files {', '.join(RAW_FILES)} there (uncompressed IDX) or pass --data-dir"
@@ -65,7 +66,8 @@ def check_idx_file(path):
     with open(path, "rb") as f:
         header = f.read(4)
         if len(header) < 4 or header[:2] != b"\0\0" or header[2] != 0x08:
-            raise DataError(f"{path} is not an MNIST IDX file of bytes; delete it to download it again")
+            raise DataError(f"{path} is not an MNIST IDX file of bytes; "
+                            "delete it to download it again")
         dims_bytes = f.read(4 * header[3])
     dims = [int.from_bytes(dims_bytes[i:i + 4], "big") for i in range(0, len(dims_bytes), 4)]
     expected = 4 + 4 * header[3] + math.prod(dims)
@@ -88,7 +90,8 @@ def check_mnist(folder):
         for images, labels in (RAW_FILES[:2], RAW_FILES[2:]):
             if len(dims[images]) != 3 or dims[images][1:] != [28, 28]:
                 shape = " x ".join(f"{d:,}" for d in dims[images])
-                raise DataError(f"{folder / images} does not hold 28x28 images (its header says {shape})")
+                raise DataError(f"{folder / images} does not hold 28x28 images "
+                                f"(its header says {shape})")
             if dims[images][0] == 0:
                 raise DataError(f"{folder / images} holds no images (its header says 0)")
             if len(dims[labels]) != 1:
@@ -96,18 +99,20 @@ def check_mnist(folder):
                                 f"{len(dims[labels])} dimensions, not 1)")
             if dims[labels][0] != dims[images][0]:
                 raise DataError(f"{folder / labels} holds {dims[labels][0]:,} labels for the "
-                                f"{dims[images][0]:,} images of {images}; the two files are of different sets")
+                                f"{dims[images][0]:,} images of {images}; "
+                                "the two files are of different sets")
             largest = max((folder / labels).read_bytes()[8:], default=0)
             if largest > 9:
-                raise DataError(f"{folder / labels} holds the label {largest}; a digit's label is 0-9")
+                raise DataError(f"{folder / labels} holds the label {largest}; "
+                                "a digit's label is 0-9")
         train_images, test_images = folder / RAW_FILES[0], folder / RAW_FILES[2]
         seen = set(images_of(train_images))
         shared = sum(image in seen for image in images_of(test_images))
     except OSError as e:
         raise DataError(f"cannot read {e.filename or folder}: {e.strerror or e}") from None
     if shared:
-        raise DataError(f"{train_images} holds {shared:,} of the {dims[RAW_FILES[2]][0]:,} test images of "
-                        f"{test_images.name}; training on the test set measures nothing")
+        raise DataError(f"{train_images} holds {shared:,} of the {dims[RAW_FILES[2]][0]:,} test "
+                        f"images of {test_images.name}; training on the test set measures nothing")
 
 
 def images_of(path):

@@ -1,10 +1,7 @@
-"""The harness around train.py's lesson: everything where outside things enter.
-
-The command line (flags, their ranges, the recipe's defaults, the device), the data and memory
-checks, the progress line, the run's files, the signals, and one error boundary that turns every
-failure into one line and an exit status. The lesson calls it at three points: `main` runs it,
-`RunLog.progress` draws an epoch's progress line, `RunLog.epoch` keeps a finished epoch.
-plot.py, models.py and the lab share its writer and its boundary.
+"""What train.py's lesson runs in: the command line, the data and memory checks, the progress
+line, the files, the signals, and one error boundary that makes every failure one line and an
+exit status. The lesson calls it at two points, `log.progress()` and `log.epoch(...)`; plot.py,
+models.py and the lab share its boundary and its writer.
 """
 import argparse
 import contextlib
@@ -23,14 +20,14 @@ import torchvision
 import data
 from models import count_parameters, forward_backward_bytes
 
-SEED_LIMIT = 2 ** 64 - 1                       # the largest seed torch.manual_seed takes
 FLOAT32_MAX = torch.finfo(torch.float32).max   # a number flag beyond it is infinite in training
 CHECK_EVERY = 25                               # steps between reads of the loss (a GPU sync)
 STOPS = (signal.SIGINT, signal.SIGTERM)
+RECIPE = "the model's recipe"                  # the default of the flags the recipes set
 
 
 class Failure(Exception):
-    """What cannot be done, as one line: status 2 for a bad argument, 1 for the rest."""
+    """What cannot be done, as one line; status 2 for a bad argument, else 1."""
 
     def __init__(self, message, status=1):
         super().__init__(message)
@@ -38,38 +35,34 @@ class Failure(Exception):
 
 
 class Diverged(Exception):
-    """The loss or the weights are no longer finite numbers: the run stops at once."""
+    """The loss or the weights are no longer finite numbers."""
 
 
 class Stopped(KeyboardInterrupt):
-    """Ctrl-C (SIGINT) or SIGTERM (kill, a job scheduler), raised where the run is."""
+    """Ctrl-C (SIGINT) or SIGTERM, raised where the run is."""
 
     def __str__(self):
         return "Stopped by SIGTERM" if self.args[0] == signal.SIGTERM else "Interrupted"
 
 
-# The one error boundary of every script.
 def boundary(work, kept=lambda: ""):
-    """Run work() and return its exit status. Whatever fails ends as one line on stderr and a
-    status that is not 0: 2 for a bad argument, 1 for what cannot be done, 128 + the signal for a
-    stop. A closed stream takes the output nowhere; one that cannot encode a character gets an
-    escape for it. `kept` says where finished work is, should the output stream fail."""
+    """work()'s exit status, every failure one line on stderr: 2 for a bad argument, 1 for what
+    cannot be done, 128 + the signal for a stop. A closed stream writes nowhere, and a character
+    it cannot encode is escaped; `kept()` tells where finished work is if the output breaks."""
     for name in ("stdout", "stderr"):
-        stream = getattr(sys, name)
-        if stream is None:   # started with the stream closed (`>&-`)
+        if getattr(sys, name) is None:   # started with the stream closed (`>&-`)
             setattr(sys, name, open(os.devnull, "w"))
-        elif hasattr(stream, "reconfigure"):
-            stream.reconfigure(errors="backslashreplace")
-    prog = os.path.basename(sys.argv[0])
+        getattr(getattr(sys, name), "reconfigure", lambda **how: None)(errors="backslashreplace")
     try:
         return work()
     except (Failure, data.DataError) as e:
         status = getattr(e, "status", 1)
-        return say(f"{prog + ': ' if status == 2 else ''}error: {e}", status)
-    except OSError as e:   # a file that could not be written, or an output stream that broke
+        prog = os.path.basename(sys.argv[0]) + ": " if status == 2 else ""
+        return say(f"{prog}error: {e}", status)
+    except OSError as e:
         if e.filename is not None:
             return say(f"error: cannot write {e.filename}: {e.strerror}", 1)
-        with contextlib.suppress(OSError, ValueError):   # nothing more goes to the broken stream
+        with contextlib.suppress(OSError, ValueError):   # nothing more to the broken stream
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return say(f"error: the output stream failed ({e.strerror or e}){kept()}", 1)
     except KeyboardInterrupt as e:
@@ -77,16 +70,15 @@ def boundary(work, kept=lambda: ""):
 
 
 def say(line, status):
-    """One line on stderr, whatever it holds; the status, for `return say(...)`."""
+    """Print one line on stderr, whatever it holds; return the status."""
     with contextlib.suppress(OSError, ValueError):
         print(str(line).replace("\r", "\\r").replace("\n", "\\n"), file=sys.stderr, flush=True)
     return status
 
 
-# train.py's command line: the flags, the data, the run, its files.
 def main(argv, run, report, models, recipes, record=None):
-    """Parse the flags with the models' recipes as defaults, load and check the data, then
-    run(args, model_class, train_split, test_split, log) and write its files; the exit status."""
+    """train.py's command line: the flags, the data, run(args, model_class, train_split,
+    test_split, log), its files; the exit status."""
     log = RunLog(report, record)
 
     def train():
@@ -101,24 +93,22 @@ def main(argv, run, report, models, recipes, record=None):
                               f"{len(log.history)}; try a lower --lr (this run used {args.lr:g})")
             except Stopped as stopped:
                 if log.config is None:
-                    return say(f"\n{stopped} before training started.", 128 + stopped.args[0])
+                    return say(f"{stopped} before training started.", 128 + came[0])
                 print(f"\n{stopped}: {len(log.history)} finished epoch(s) reported below.")
                 log.finish(report(log.history, log.config["parameters"]), interrupted=True)
-                return 128 + stopped.args[0]
-        if came:
-            return say(f"{Stopped(came[0])} after training finished; the model and metrics are "
-                       "written.", 128 + came[0])
-        return 0
+        if came and not log.interrupted:
+            say(f"{Stopped(came[0])} after training finished; the model and metrics are written.",
+                0)
+        return 128 + came[0] if came else 0
     return boundary(train, kept=log.kept)
 
 
 @contextlib.contextmanager
 def stoppable(log):
-    """While it lasts, the first SIGINT or SIGTERM raises Stopped where the run is; once every
-    epoch has finished, it only waits for the files to be written. Either way it is listed (the
-    list this yields, which sets the exit status), and the signals after it go unheard."""
-    came = []
-    block = getattr(signal, "pthread_sigmask", lambda how, signals: None)
+    """The first SIGINT or SIGTERM raises Stopped where the run is, unless every epoch has
+    finished: then it waits for the files. Either way it is listed in what this yields, and the
+    signals after it go unheard."""
+    came, block = [], getattr(signal, "pthread_sigmask", lambda how, signals: None)
 
     def stop(signum, frame):
         came.append(signum)
@@ -128,12 +118,13 @@ def stoppable(log):
     previous = [signal.signal(s, stop) for s in STOPS]
     try:
         yield came
-    finally:   # after a signal, the rest are ignored (SIG_IGN outlives the interpreter's end)
+    finally:   # after a signal, SIG_IGN: it outlives the interpreter's end, where handlers do not
         for s, handler in zip(STOPS, [signal.SIG_IGN] * 2 if came else previous):
             signal.signal(s, handler)
         block(signal.SIG_UNBLOCK, STOPS)
 
 
+# The command line: the flags, their ranges, the recipes' defaults.
 class ArgumentParser(argparse.ArgumentParser):
     """argparse, but a bad argument costs one line (no usage block) and exit 2."""
 
@@ -141,9 +132,8 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(say(f"{self.prog}: error: {message}", 2))
 
 
-def bounded(kind, low=0, high=None, low_allowed=False, high_allowed=False):
-    """An argparse type: a finite number of `kind` between low and high (each end excluded
-    unless allowed; high None: no upper end), else a one-line error that names the range."""
+def bounded(kind, low=0, high=None, low_in=False, high_in=False):
+    """An argparse type: a finite `kind` between low and high (an end excluded unless `_in`)."""
     def parse(text):
         try:
             value = kind(text)
@@ -152,64 +142,45 @@ def bounded(kind, low=0, high=None, low_allowed=False, high_allowed=False):
         if isinstance(value, float) and not abs(value) <= FLOAT32_MAX:   # trained in float32
             raise argparse.ArgumentTypeError(
                 f"must be a finite number, at most {FLOAT32_MAX:.4g} (float32), got {text}")
-        if not ((value >= low if low_allowed else value > low)
-                and (high is None or (value <= high if high_allowed else value < high))):
-            wanted = (f"in {'[(' [not low_allowed]}{low}, {high}{'])' [not high_allowed]}"
-                      if high is not None else f"{low} or more" if low_allowed
-                      else f"greater than {low}")
+        if (value < low if low_in else value <= low) or high is not None and (
+                value > high if high_in else value >= high):
+            wanted = (f"in {'(['[low_in]}{low}, {high}{')]'[high_in]}" if high is not None
+                      else f"{low} or more" if low_in else f"greater than {low}")
             raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
         return value
     return parse
 
 
-def recipes_say(recipes, key):
-    """What the recipes set, for --help: "32; 64 for Model 5", or for a switch which models
-    have it on: "Models 2 and 3"."""
-    models = {}
-    for number, recipe in recipes.items():
-        models.setdefault(recipe[key], []).append(number)
-    if all(isinstance(value, bool) for value in models):
-        return which(models.get(True, []))
-    usual = max(models, key=lambda value: len(models[value]))
-    return "; ".join([f"{usual:g}"] + [f"{v:g} for {which(m)}" for v, m in models.items() if v != usual])
-
-
-def which(numbers):
-    """[5] -> "Model 5", [2, 3] -> "Models 2 and 3", [3, 4, 5] -> "Models 3 to 5"."""
-    if len(numbers) == 1:
-        return f"Model {numbers[0]}"
-    if len(numbers) > 2 and numbers == list(range(numbers[0], numbers[-1] + 1)):
-        return f"Models {numbers[0]} to {numbers[-1]}"
-    return f"Models {', '.join(map(str, numbers[:-1]))} and {numbers[-1]}"
-
-
-def build_parser(models, recipes):
-    p = ArgumentParser(description="Train a tiny CNN on MNIST (SGD + StepLR).")
-    recipe = lambda what, key: f"{what} (default: the recipe's: {recipes_say(recipes, key)})"
-    number = lambda flag, kind, what, key, *limits, **more: p.add_argument(
-        flag, type=bounded(kind, *limits), help=recipe(what, key), **more)
+def build_parser(models):
+    p = ArgumentParser(description="Train a tiny CNN on MNIST (SGD + StepLR).",
+                       epilog="A flag whose default is the model's recipe overrides that model's "
+                              "entry in train.py's RECIPES.")
+    flag = lambda name, kind, what, *limits, default=None, **more: p.add_argument(
+        name, type=bounded(kind, *limits), default=default,
+        help=f"{what} (default: {RECIPE if default is None else default})", **more)
     p.add_argument("--model", type=int, choices=sorted(models), default=3,
                    help="which model (default: 3)")
-    p.add_argument("--epochs", type=bounded(int), default=15, help="epochs to train (default: 15)")
-    number("--batch-size", int, "training batch size", "batch_size")
-    p.add_argument("--test-batch-size", type=bounded(int), default=250,
-                   help="test batch size; one larger than the test set is all of it (default: 250)")
-    number("--lr", float, "learning rate", "lr")
-    number("--momentum", float, "SGD momentum, in [0, 1)", "momentum", 0, 1, True)
-    number("--weight-decay", float, "SGD weight decay", "weight_decay", 0, None, True)
-    number("--step-size", int, "StepLR: epochs between decays", "step_size")
-    number("--gamma", float, "StepLR: factor at each decay", "gamma")
+    flag("--epochs", int, "epochs to train", default=15)
+    flag("--batch-size", int, "training batch size")
+    flag("--test-batch-size", int, "test batch size; one larger than the test set is all of it",
+         default=250)
+    flag("--lr", float, "learning rate")
+    flag("--momentum", float, "SGD momentum, in [0, 1)", 0, 1, True)
+    flag("--weight-decay", float, "SGD weight decay", 0, None, True)
+    flag("--step-size", int, "StepLR: epochs between decays")
+    flag("--gamma", float, "StepLR: factor at each decay")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction,
-                   help=recipe("rotate (and --shift) the training images", "augment"))
-    number("--rotation", float, "with --augment, the largest angle of rotation, in (0, 180]",
-           "rotation", 0, 180, False, True, metavar="DEGREES")
-    number("--shift", float, "with --augment, the largest shift along each axis, in [0, 14)",
-           "shift", 0, 14, True, metavar="PIXELS")
-    p.add_argument("--recompute-bn", action=argparse.BooleanOptionalAction, help=recipe(
-        "test with BatchNorm statistics recomputed without Dropout, and as trained beside them",
-        "recompute_bn"))
-    p.add_argument("--seed", type=bounded(int, 0, SEED_LIMIT, True, True), default=1,
-                   help=f"random seed, in [0, {SEED_LIMIT}] (default: 1)")
+                   help="rotate (and --shift) the training images (default: the model's recipe)")
+    flag("--rotation", float, "with --augment, the largest angle of rotation, in (0, 180]",
+         0, 180, False, True, metavar="DEGREES")
+    flag("--shift", float, "with --augment, the largest shift along each axis, in [0, 14)",
+         0, 14, True, metavar="PIXELS")
+    p.add_argument("--recompute-bn", action=argparse.BooleanOptionalAction,
+                   help="test with BatchNorm statistics recomputed without Dropout, and as trained "
+                        "beside them (default: the model's recipe: Models 2 and 3, which have "
+                        "Dropout)")
+    flag("--seed", int, f"random seed, in [0, {2 ** 64 - 1}]", 0, 2 ** 64 - 1, True, True,
+         default=1)
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
                    help="auto picks cuda, then mps, then cpu (default: auto)")
     p.add_argument("--data-dir", default=data.default_data_dir(),
@@ -226,14 +197,14 @@ def build_parser(models, recipes):
 def parse_args(argv, models, recipes):
     """The flags, the model's recipe filling in the rest; refused before any work: augmentation
     flags without --augment, a schedule beyond float32, an output that cannot be written."""
-    parser = build_parser(models, recipes)
+    parser = build_parser(models)
     args = parser.parse_args(argv)
     given = {name for name, value in vars(args).items() if value is not None}
     vars(args).update({k: v for k, v in recipes[args.model].items() if k not in given})
     if not args.augment and given & {"rotation", "shift"}:
         parser.error("argument --rotation/--shift: unused " + (
-            "with --no-augment" if "augment" in given else
-            f"without --augment (Model {args.model}'s recipe does not augment)"))
+            "with --no-augment" if "augment" in given
+            else f"without --augment (Model {args.model}'s recipe does not augment)"))
     decays = (args.epochs - 1) // args.step_size
     if args.gamma > 1 and math.log(args.lr) + decays * math.log(args.gamma) > math.log(FLOAT32_MAX):
         parser.error(f"argument --gamma: {decays} decays by {args.gamma:g} take lr {args.lr:g} "
@@ -241,13 +212,13 @@ def parse_args(argv, models, recipes):
     args.data_dir = os.path.expanduser(args.data_dir)
     inputs = [data.raw_folder(args.data_dir) / name for name in data.RAW_FILES]
     for flag in ("--save-model", "--metrics"):
-        name = flag[2:].replace("-", "_")
-        path = getattr(args, name) and os.path.expanduser(getattr(args, name))
-        setattr(args, name, path)
-        if path is not None and (problem := unwritable(path, inputs)):
-            parser.error(f"argument {flag}: cannot write {path}: {problem}")
-    if args.save_model and args.metrics and os.path.realpath(args.save_model) == \
-            os.path.realpath(args.metrics):
+        path = getattr(args, flag[2:].replace("-", "_"))
+        if path is not None:
+            setattr(args, flag[2:].replace("-", "_"), path := os.path.expanduser(path))
+            if problem := unwritable(path, inputs):
+                parser.error(f"argument {flag}: cannot write {path}: {problem}")
+    if args.metrics and args.save_model and \
+            os.path.realpath(args.metrics) == os.path.realpath(args.save_model):
         parser.error(f"argument --metrics: {args.metrics} is the --save-model file too; "
                      "give each its own")
     try:
@@ -266,19 +237,27 @@ def pick_device(name):
     return torch.device(name)
 
 
-# The data, once the batches fit it and the memory.
 def load_data(args, model_class):
-    """The splits on the device, once the batch sizes fit the data and the memory (the model is
-    sized before the seed is set, drawing no random number the run would); a --dry-run keeps
-    one batch of each."""
+    """The splits on the device, once the batches fit the data and the memory: a training batch's
+    activations and gradients (the summary's per-image figure) or a test batch's (half as much),
+    the data, and the parameters with their gradients and momentum. A --dry-run keeps a batch."""
     available = available_memory(args.device)
     train_split, test_split = data.load_splits(args.data_dir, device=args.device)
-    if args.batch_size > len(train_split[1]):   # a test batch larger than the test set is all of it
+    if args.batch_size > len(train_split[1]):
         raise Failure(f"argument --batch-size: {args.batch_size:,} is more than the "
-                      f"{len(train_split[1]):,} training images", status=2)
-    args.test_batch_size = min(args.test_batch_size, len(test_split[1]))
-    split_bytes = sum(t.nbytes for t in (*train_split, *test_split))
-    check_memory(model_class(), args, split_bytes, available)
+                      f"{len(train_split[1]):,} training images", 2)
+    args.test_batch_size = min(args.test_batch_size, len(test_split[1]))   # all of it at most
+    model = model_class()   # sized before the seed is set: it draws no number the run would
+    needed = (forward_backward_bytes(model) * max(args.batch_size, args.test_batch_size / 2)
+              + sum(t.nbytes for t in (*train_split, *test_split))
+              + 12 * count_parameters(model)[0])
+    if available is not None and needed > available:
+        flag, batch = ("--batch-size", args.batch_size)
+        if args.test_batch_size > 2 * args.batch_size:
+            flag, batch = ("--test-batch-size", args.test_batch_size)
+        raise Failure(f"{'a training step' if flag == '--batch-size' else 'a test pass'} at {flag} "
+                      f"{batch:,} needs about {needed / 2 ** 30:.1f} GiB but {args.device} has "
+                      f"{available / 2 ** 30:.1f} GiB available; use a smaller {flag}")
     if args.dry_run:
         train_split = [t[:args.batch_size] for t in train_split]
         test_split = [t[:args.test_batch_size] for t in test_split]
@@ -297,83 +276,24 @@ def available_memory(device):
     return None
 
 
-def check_memory(model, args, data_bytes, available):
-    """Refuse a batch that cannot fit: a training batch's activations and gradients (the
-    summary's per-image figure) or a test batch's activations (half as much, no gradients), the
-    data, and the parameters with their gradients and momentum."""
-    flag, batch = "--batch-size", args.batch_size
-    if args.test_batch_size > 2 * args.batch_size:
-        flag, batch = "--test-batch-size", args.test_batch_size
-    needed = (forward_backward_bytes(model) * max(args.batch_size, args.test_batch_size / 2)
-              + data_bytes + 3 * 4 * count_parameters(model)[0])
-    if available is not None and needed > available:
-        step, gib = "a training step" if flag == "--batch-size" else "a test pass", 1024 ** 3
-        raise Failure(f"{step} at {flag} {batch:,} needs about {needed / gib:.1f} GiB but "
-                      f"{args.device} has {available / gib:.1f} GiB available; use a smaller {flag}")
-
-
-class Progress:
-    """tqdm's line (loss, batch, accuracy, bar, elapsed<remaining, it/s), redrawn on a terminal
-    and written once to a file or pipe; it reads the device's sums every CHECK_EVERY steps."""
-
-    def __init__(self, total, stream=None):
-        self.total, self.stream = total, stream or sys.stdout
-        self.live = self.stream.isatty()
-        try:   # a stream of str without an encoding (StringIO) takes any text
-            self.block = "█".encode(getattr(self.stream, "encoding", None) or "utf-8") and "█"
-        except (UnicodeEncodeError, LookupError):
-            self.block = "#"   # an ASCII console gets tqdm's #
-        self.start = self.drawn = time.perf_counter()
-        self.done = self.seen = 0
-
-    def __call__(self, loss, correct, seen):
-        """After a step: the loss, and the running count of correct predictions and of images."""
-        self.done, self.correct, self.seen = self.done + 1, correct, seen
-        if self.done % CHECK_EVERY and self.done != self.total:
-            return
-        self.loss = loss.item()
-        if not math.isfinite(self.loss):
-            self.stream.write("\n")
-            raise Diverged
-        if self.done == self.total:   # the finished line
-            self.seconds = time.perf_counter() - self.start
-            self.stream.write(("\r" if self.live else "") + self.line() + "\n")
-            self.stream.flush()
-        elif self.live and time.perf_counter() - self.drawn >= 0.1:
-            self.stream.write("\r" + self.line())
-            self.stream.flush()
-            self.drawn = time.perf_counter()
-
-    def line(self):
-        elapsed = time.perf_counter() - self.start
-        rate = self.done / elapsed if elapsed > 0 else 0.0
-        remaining = (self.total - self.done) / rate if rate > 0 else 0.0
-        clock = lambda seconds: "%02d:%02d" % divmod(int(seconds), 60)
-        return (f"Loss={self.loss:.4f} Batch_id={self.done - 1} "
-                f"Accuracy={100 * self.correct.item() / self.seen:.2f}: "
-                f"{100 * self.done // self.total:3d}%|{(self.block * (self.done * 10 // self.total)):10}| "
-                f"{self.done}/{self.total} [{clock(elapsed)}<{clock(remaining)}, {rate:.2f}it/s]")
-
-
 class RunLog:
-    """The run's record: its configuration and every finished epoch, in --metrics after each
-    epoch; at the end the verdict, and the model as last tested in --save-model."""
+    """The run's record: its configuration, every finished epoch (in --metrics after each), the
+    verdict and the model as last tested (--save-model); and each epoch's progress line."""
 
     def __init__(self, report, record=None):
-        self.report, self.record = report, record or {}
-        self.args = self.config = self.tested = self.bar = None
-        self.history = []
+        self.report, self.record, self.history, self.interrupted = report, record or {}, [], False
+        self.args = self.config = self.tested = None
 
     def start(self, args, parameters, train_images):
         self.args, self.steps = args, math.ceil(train_images / args.batch_size)
+        augmented = lambda value: value if args.augment else 0.0
         self.config = {
             "model": args.model, "parameters": parameters, "epochs": args.epochs,
             "batch_size": args.batch_size, "test_batch_size": args.test_batch_size,
             "optimizer": "SGD", "lr": args.lr, "momentum": args.momentum,
-            "weight_decay": args.weight_decay, "scheduler": "StepLR",
-            "step_size": args.step_size, "gamma": args.gamma, "augment": args.augment,
-            "rotation_degrees": args.rotation if args.augment else 0.0,
-            "shift_pixels": args.shift if args.augment else 0.0,
+            "weight_decay": args.weight_decay, "scheduler": "StepLR", "step_size": args.step_size,
+            "gamma": args.gamma, "augment": args.augment,
+            "rotation_degrees": augmented(args.rotation), "shift_pixels": augmented(args.shift),
             "recompute_bn": args.recompute_bn, "recompute_images": args.recompute_images,
             "seed": args.seed, "device": str(args.device), "dry_run": args.dry_run,
             "threads": torch.get_num_threads(), "torch": torch.__version__,
@@ -381,21 +301,48 @@ class RunLog:
         self.metrics = {"config": self.config, "epochs": self.history}
 
     def progress(self):
-        """The progress line of the epoch that starts now."""
-        self.bar = Progress(self.steps)
-        return self.bar
+        """The progress line of the epoch that starts now: a show(loss, correct, seen) for
+        train_epoch. It draws tqdm's line (loss, batch, accuracy, bar, time, it/s), redrawn on a
+        terminal, once to a file or pipe, reading the device's sums every CHECK_EVERY steps."""
+        self.start_time = self.drawn = time.perf_counter()
+        self.done, live = 0, sys.stdout.isatty()
+        encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+        block = "█" if "█".encode(encoding, "ignore") else "#"   # an ASCII console gets tqdm's #
+
+        def show(loss, correct, seen):
+            self.done += 1
+            if self.done % CHECK_EVERY and self.done != self.steps:
+                return
+            if not math.isfinite(loss := loss.item()):
+                print()
+                raise Diverged
+            now, last = time.perf_counter(), self.done == self.steps
+            if last or live and now - self.drawn >= 0.1:
+                elapsed, self.drawn, self.seen = now - self.start_time, now, seen
+                rate = self.done / elapsed if elapsed > 0 else 0.0
+                clock = lambda s: "%02d:%02d" % divmod(int(s), 60)
+                bar = block * (self.done * 10 // self.steps)
+                left = (self.steps - self.done) / rate if rate else 0
+                line = (f"Loss={loss:.4f} Batch_id={self.done - 1} "
+                        f"Accuracy={100 * correct.item() / seen:.2f}: "
+                        f"{100 * self.done // self.steps:3d}%|{bar:10}| {self.done}/{self.steps} "
+                        f"[{clock(elapsed)}<{clock(left)}, {rate:.2f}it/s]")
+                print(("\r" if live else "") + line, end="\n" if last else "", flush=True)
+            if last:
+                self.train_seconds = now - self.start_time
+        return show
 
     def epoch(self, epoch, lr, train_loss, train_accuracy, tests, tested):
-        """Keep a finished epoch (its test fields, the model as tested), print its times and
-        rewrite --metrics; Diverged if a number in it or a weight is not finite."""
-        train_seconds = self.bar.seconds
-        test_seconds = time.perf_counter() - self.bar.start - train_seconds
+        """Keep a finished epoch and the model as tested, print its times, rewrite --metrics;
+        Diverged if a number in it or a weight is not finite."""
+        train_seconds = self.train_seconds
+        test_seconds = time.perf_counter() - self.start_time - train_seconds
         record = {"epoch": epoch, "lr": lr, "train_loss": train_loss,
                   "train_accuracy": train_accuracy,
                   "test_accuracy": 100 * tests["test_correct"] / tests["test_total"], **tests,
                   "seconds": train_seconds + test_seconds, "train_seconds": train_seconds,
                   "test_seconds": test_seconds,
-                  "train_images_per_second": self.bar.seen / train_seconds}
+                  "train_images_per_second": self.seen / train_seconds}
         numbers = [n for n in record.values() if isinstance(n, float)]
         if not all(map(math.isfinite, numbers + [p.sum().item() for p in tested.parameters()])):
             raise Diverged
@@ -405,7 +352,7 @@ class RunLog:
               f"{record['train_images_per_second']:,.0f} images/s; test {test_seconds:.2f} s"
               f"{recomputing})")
         self.tested = tested
-        self.history.append(record)   # from here on, once the last epoch, a signal waits
+        self.history.append(record)   # once the last epoch is in, a signal waits for the files
         self.save_metrics()
 
     def save_metrics(self):
@@ -413,8 +360,9 @@ class RunLog:
             save_json(self.args.metrics, self.metrics)
 
     def finish(self, verdict, interrupted=False):
-        """Write the verdict, and the model unless the run was stopped: each even if the other
+        """Write the verdict, and the model unless the run was stopped, each even if the other
         cannot be written."""
+        self.interrupted = interrupted
         self.metrics.update(result=verdict, **({"interrupted": True} if interrupted else {}))
         try:
             self.save_metrics()
@@ -424,24 +372,21 @@ class RunLog:
                 write_atomically(self.args.save_model, lambda f: torch.save(state, f))
                 print(f"Saved the model's state_dict to {self.args.save_model}")
 
-    def kept(self):
-        """Where the finished epochs are, for a message about a failed output stream."""
-        if self.args and self.args.metrics and self.history:
-            return f"; {len(self.history)} finished epoch(s) are in {self.args.metrics}"
-        return ""
+    def kept(self):   # where the finished epochs are, should the output stream fail
+        metrics = self.args and self.history and self.args.metrics
+        return f"; {len(self.history)} finished epoch(s) are in {metrics}" if metrics else ""
 
 
 # Files: one writer for every output, its path checked before any work, never half written.
 def unwritable(path, inputs=()):
     """Why a file cannot be written at path, or None. A symbolic link is written through to its
-    target; a folder, a device, one of the `inputs` or the file that this script's output or
-    errors go to is refused."""
+    target; a folder, a device, an input, the file the script's output goes to are refused."""
+    target = os.path.realpath(path)
     if not path:
         return "the path is empty"
-    target = os.path.realpath(path)
-    if path.endswith(os.sep) or (os.altsep and path.endswith(os.altsep)) or os.path.isdir(target):
+    if path.endswith((os.sep, os.altsep or os.sep)) or os.path.isdir(target):
         return "it names a folder, not a file"
-    if target in [os.path.realpath(p) for p in inputs]:
+    if target in map(os.path.realpath, inputs):
         return "it is one of the input files"
     if os.path.lexists(target) and not os.path.isfile(target):
         return "it is not a regular file"
@@ -461,21 +406,20 @@ def unwritable(path, inputs=()):
 
 
 def write_atomically(path, write):
-    """Call write(file) on a temporary file beside path's target, then rename it over the target,
-    so that no reader (nor a run that dies) sees half a file. The file keeps the mode it had, or
-    gets the one open() would give it. An OSError names the path."""
+    """Call write(file) on a temporary file beside path's target, then rename it over the target:
+    no reader sees half a file. It keeps the target's mode, or gets the one open() would give.
+    An OSError names the path."""
     target, tmp = os.path.realpath(path), None
     try:
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target), prefix=".tmp-")
         with os.fdopen(fd, "wb") as f:
             write(f)
         if os.path.exists(target):
-            mode = stat.S_IMODE(os.stat(target).st_mode)
+            os.chmod(tmp, stat.S_IMODE(os.stat(target).st_mode))
         else:
-            mask = os.umask(0o022)   # the umask is only read by setting it: put it back
+            mask = os.umask(0)   # the umask is read by setting it: put it back
             os.umask(mask)
-            mode = 0o666 & ~mask
-        os.chmod(tmp, mode)
+            os.chmod(tmp, 0o666 & ~mask)
         os.replace(tmp, target)
     except BaseException as e:
         with contextlib.suppress(OSError, TypeError):

@@ -200,7 +200,8 @@ def _trace_leaf_calls(model, input_size):
 
     def record(module, inputs, output):
         own = sum(p.numel() for p in module.parameters(recurse=False))
-        rows.append((type(module).__name__, _per_sample_shape(output), _per_sample_numel(output), own))
+        shape, numel = _per_sample_shape(output), _per_sample_numel(output)
+        rows.append((type(module).__name__, shape, numel, own))
 
     first = next(model.parameters(), None)
     device = first.device if first is not None else torch.device("cpu")
@@ -232,9 +233,10 @@ def summary(model, input_size=(1, 28, 28)):
     (named ClassName-k in the order the calls run), then the parameter totals and the memory
     estimate at 4 bytes a number. Totals count each parameter once, however often it is used."""
     rule, double_rule = "-" * 64, "=" * 64
-    lines = [rule, "{:>20}  {:>25} {:>15}".format("Layer (type)", "Output Shape", "Param #"), double_rule]
+    row = "{:>20}  {:>25} {:>15}".format
+    lines = [rule, row("Layer (type)", "Output Shape", "Param #"), double_rule]
     for k, (name, shape, _, own) in enumerate(_trace_leaf_calls(model, input_size), start=1):
-        lines.append("{:>20}  {:>25} {:>15}".format(f"{name}-{k}", str(shape), f"{own:,}"))
+        lines.append(row(f"{name}-{k}", str(shape), f"{own:,}"))
     total, trainable = count_parameters(model)
     megabytes = 4 / 1024 ** 2
     input_mb = torch.Size(input_size).numel() * megabytes

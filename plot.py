@@ -176,8 +176,9 @@ def png_uri(image):
     chunk = lambda kind, body: (struct.pack(">I", len(body)) + kind + body
                                 + struct.pack(">I", zlib.crc32(kind + body)))
     rows = b"".join(b"\0" + bytes(row) for row in grey.tolist())   # each row unfiltered
-    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", *grey.shape[::-1], 8, 0, 0, 0, 0))
-           + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    header = struct.pack(">IIBBBBB", *grey.shape[::-1], 8, 0, 0, 0, 0)   # 8-bit grey
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+           + chunk(b"IEND", b""))
     return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
@@ -251,8 +252,8 @@ def load_model(path, number, device):
         raise harness.Failure(f"{path} is not a state_dict (as train.py --save-model writes)", 2)
     fits = [n for n in MODELS if loads(MODELS[n](), state)]
     if number not in fits:
-        they = (f"they fit {harness.which(fits)}: use --model {' or '.join(map(str, fits))}"
-                if fits else f"they fit none of {harness.which(list(MODELS))}")
+        they = (f"they fit {which(fits)}: use --model {' or '.join(map(str, fits))}"
+                if fits else f"they fit none of {which(list(MODELS))}")
         raise harness.Failure(f"{path} does not hold Model {number}'s weights; {they}", 2)
     model = MODELS[number]().to(device)
     model.load_state_dict(state)
@@ -260,6 +261,15 @@ def load_model(path, number, device):
         raise harness.Failure(f"{path} holds weights that are NaN or infinite (a run that "
                               "diverged): there is nothing to draw", 2)
     return model
+
+
+def which(numbers):
+    """[5] -> "Model 5", [2, 3] -> "Models 2 and 3", [3, 4, 5] -> "Models 3 to 5"."""
+    if len(numbers) == 1:
+        return f"Model {numbers[0]}"
+    if len(numbers) > 2 and numbers == list(range(numbers[0], numbers[-1] + 1)):
+        return f"Models {numbers[0]} to {numbers[-1]}"
+    return f"Models {', '.join(map(str, numbers[:-1]))} and {numbers[-1]}"
 
 
 def loads(model, state):
@@ -293,7 +303,8 @@ def draw_file(argv):
     parser = build_parser()
     args = parser.parse_args(argv)
     path = os.path.expanduser(args.file)
-    out = os.path.expanduser(os.path.splitext(args.file)[0] + ".svg" if args.out is None else args.out)
+    out = os.path.splitext(args.file)[0] + ".svg" if args.out is None else args.out
+    out = os.path.expanduser(out)
     inputs = [path, *(data.raw_folder(args.data_dir) / name for name in data.RAW_FILES)]
     if problem := harness.unwritable(out, inputs):
         parser.error(f"argument --out: cannot write {out}: {problem}")

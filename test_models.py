@@ -276,9 +276,25 @@ def strict_json(path):
 def start_training(tmp, metrics, *extra, **popen):
     """train.py in a child process on the tiny data, Model 1 for many epochs, and wait (up to 15
     minutes, a safety net for a busy machine, not a speed limit) for its first finished epoch."""
-    child = subprocess.Popen([sys.executable, str(HERE / "train.py"), "--model", "1", "--epochs", "100000",
-                              "--data-dir", str(tmp / "data"), "--metrics", str(metrics), *extra],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            str(HERE / "train.py"),
+            "--model",
+            "1",
+            "--epochs",
+            "100000",
+            "--data-dir",
+            str(tmp / "data"),
+            "--metrics",
+            str(metrics),
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
     deadline = time.monotonic() + 900
     while not metrics.exists() and time.monotonic() < deadline and child.poll() is None:
         time.sleep(0.05)
@@ -341,8 +357,13 @@ class TestModelsAndSummary(unittest.TestCase):
         self.assertIn("Non-trainable params: 72", summary(model))
 
     def test_summary_equals_the_write_up_and_our_models_own(self):
-        for number, golden in ((1, GOLDEN_MODEL1), (2, GOLDEN_MODEL2), (3, GOLDEN_MODEL3), (4, GOLDEN_MODEL4),
-                               (5, GOLDEN_MODEL5)):
+        for number, golden in (
+            (1, GOLDEN_MODEL1),
+            (2, GOLDEN_MODEL2),
+            (3, GOLDEN_MODEL3),
+            (4, GOLDEN_MODEL4),
+            (5, GOLDEN_MODEL5),
+        ):
             with self.subTest(model=number):
                 self.assertEqual(summary(MODELS[number]()), golden)
 
@@ -392,7 +413,9 @@ class TestData(TinyData):
         # far from it stay background; at 45 degrees they do not.
         far = lambda x: torch.cat([x[..., :10], x[..., 18:]], dim=-1).abs().max().item()
         self.assertEqual(far(rotated), 0.0)
-        self.assertGreater(far(data.random_rotation(pixels, 45.0, torch.Generator().manual_seed(0))), 0.5)
+        self.assertGreater(
+            far(data.random_rotation(pixels, 45.0, torch.Generator().manual_seed(0))), 0.5
+        )
         unrotated = data.random_rotation(pixels, 0.0, torch.Generator().manual_seed(0))
         torch.testing.assert_close(unrotated, pixels, atol=1e-5, rtol=0)
 
@@ -400,7 +423,9 @@ class TestData(TinyData):
         point = torch.zeros(256, 1, 28, 28)
         point[:, :, 14, 14] = 1.0
         shifted = data.random_rotation(point, 0.0, torch.Generator().manual_seed(0), max_shift=2.0)
-        self.assertTrue(torch.equal(shifted.flatten(1).sum(dim=1), torch.ones(256)))  # moved, not blurred
+        self.assertTrue(
+            torch.equal(shifted.flatten(1).sum(dim=1), torch.ones(256))
+        )  # moved, not blurred
         where = shifted.flatten(1).argmax(dim=1)
         rows, columns = where // 28 - 14, where % 28 - 14
         for offsets in (rows, columns):
@@ -432,9 +457,13 @@ class TestData(TinyData):
         self.assertTrue(torch.equal(order(1), order(1)))
         self.assertFalse(torch.equal(order(1), order(2)))
 
-    @unittest.skipUnless(os.environ.get("MNIST_DIR"), "set MNIST_DIR to the folder holding MNIST/raw")
+    @unittest.skipUnless(
+        os.environ.get("MNIST_DIR"), "set MNIST_DIR to the folder holding MNIST/raw"
+    )
     def test_real_mnist_loads_and_normalizes(self):
-        (train_pixels, train_labels), (test_pixels, test_labels) = data.load_splits(os.environ["MNIST_DIR"])
+        (train_pixels, train_labels), (test_pixels, test_labels) = data.load_splits(
+            os.environ["MNIST_DIR"]
+        )
         self.assertEqual(tuple(train_pixels.shape), (60000, 1, 28, 28))
         self.assertEqual(len(test_labels), 10000)
         self.assertEqual(train_labels.unique().tolist(), list(range(10)))
@@ -444,8 +473,13 @@ class TestData(TinyData):
 
     def test_missing_data_offline_exits_1_naming_the_folder(self):
         empty = self.tmp / "empty"
-        offline = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",
-                   "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "no_proxy": ""}
+        offline = {
+            "http_proxy": "http://127.0.0.1:9",
+            "https_proxy": "http://127.0.0.1:9",
+            "HTTP_PROXY": "http://127.0.0.1:9",
+            "HTTPS_PROXY": "http://127.0.0.1:9",
+            "no_proxy": "",
+        }
         with unittest.mock.patch.dict(os.environ, offline):
             code, _, err = run_main(["--data-dir", str(empty), "--dry-run", "--epochs", "1"])
         self.assert_one_line(code, err, 1)
@@ -455,7 +489,9 @@ class TestData(TinyData):
 
     def test_a_partial_data_folder_names_the_missing_files(self):
         (self.raw / "t10k-labels-idx1-ubyte").unlink()
-        with unittest.mock.patch.object(data.datasets, "MNIST", side_effect=OSError("offline")):   # no download
+        with unittest.mock.patch.object(
+            data.datasets, "MNIST", side_effect=OSError("offline")
+        ):  # no download
             code, _, err = run_main(self.args("--dry-run"))
         self.assert_one_line(code, err, 1)
         self.assertIn("t10k-labels-idx1-ubyte of MNIST are not in", err)
@@ -463,25 +499,52 @@ class TestData(TinyData):
 
     def test_data_files_that_are_wrong_inside_exit_1_naming_the_file(self):
         files = {name: (self.raw / name).read_bytes() for name in data.RAW_FILES}
-        train_images, train_labels, test_images, test_labels = (self.raw / name for name in data.RAW_FILES)
-        labels_of = lambda value: files[data.RAW_FILES[3]][:8] + bytes([value]) * (len(files[data.RAW_FILES[3]]) - 8)
-        images_of = lambda n, rows, columns: (bytes([0, 0, 8, 3]) + b"".join(d.to_bytes(4, "big") for d in
-                                                                            (n, rows, columns)) + bytes(n * rows * columns))
-        test_set = torch.frombuffer(bytearray(files[data.RAW_FILES[2]][16:]), dtype=torch.uint8).view(-1, 28, 28)
+        train_images, train_labels, test_images, test_labels = (
+            self.raw / name for name in data.RAW_FILES
+        )
+        labels_of = lambda value: files[data.RAW_FILES[3]][:8] + bytes([value]) * (
+            len(files[data.RAW_FILES[3]]) - 8
+        )
+        images_of = lambda n, rows, columns: (
+            bytes([0, 0, 8, 3])
+            + b"".join(d.to_bytes(4, "big") for d in (n, rows, columns))
+            + bytes(n * rows * columns)
+        )
+        test_set = torch.frombuffer(
+            bytearray(files[data.RAW_FILES[2]][16:]), dtype=torch.uint8
+        ).view(-1, 28, 28)
         superset = self.tmp / "superset"
         write_idx(superset, torch.cat([torch.zeros(200, 28, 28, dtype=torch.uint8), test_set]))
         superset_labels = self.tmp / "superset-labels"
         write_idx(superset_labels, torch.zeros(200 + len(test_set), dtype=torch.uint8))
         cases = [  # (the files to replace, and their new contents; the file the message must name)
             ({test_labels: labels_of(255)}, test_labels),
-            ({test_labels: files[data.RAW_FILES[3]][:-5]}, test_labels),          # truncated
-            ({train_images: files[data.RAW_FILES[2]]}, train_labels),              # the test images in its place
-            ({train_labels: files[data.RAW_FILES[3]]}, train_labels),              # the test labels in its place
+            ({test_labels: files[data.RAW_FILES[3]][:-5]}, test_labels),  # truncated
+            (
+                {train_images: files[data.RAW_FILES[2]]},
+                train_labels,
+            ),  # the test images in its place
+            (
+                {train_labels: files[data.RAW_FILES[3]]},
+                train_labels,
+            ),  # the test labels in its place
             ({train_images: images_of(320, 14, 56)}, train_images),
-            ({test_labels: files[data.RAW_FILES[2]]}, test_labels),                # images where labels belong
-            ({test_images: images_of(0, 28, 28), test_labels: files[data.RAW_FILES[3]][:4] + bytes(4)}, test_images),
-            ({train_images: files[data.RAW_FILES[2]], train_labels: files[data.RAW_FILES[3]]}, train_images),
-            ({train_images: superset.read_bytes(), train_labels: superset_labels.read_bytes()}, train_images),
+            ({test_labels: files[data.RAW_FILES[2]]}, test_labels),  # images where labels belong
+            (
+                {
+                    test_images: images_of(0, 28, 28),
+                    test_labels: files[data.RAW_FILES[3]][:4] + bytes(4),
+                },
+                test_images,
+            ),
+            (
+                {train_images: files[data.RAW_FILES[2]], train_labels: files[data.RAW_FILES[3]]},
+                train_images,
+            ),
+            (
+                {train_images: superset.read_bytes(), train_labels: superset_labels.read_bytes()},
+                train_images,
+            ),
         ]
         for replaced, named in cases:
             with self.subTest(files=[p.name for p in replaced], named=named.name):
@@ -493,7 +556,9 @@ class TestData(TinyData):
                 self.assert_one_line(code, err, 1)
                 self.assertIn(str(named), err)
                 self.assertNotIn("EPOCH", out)
-        self.assertIn(f"holds {len(test_set)} of the {len(test_set)} test images of {test_images.name}", err)
+        self.assertIn(
+            f"holds {len(test_set)} of the {len(test_set)} test images of {test_images.name}", err
+        )
 
     def test_a_data_file_that_cannot_be_read_exits_1_naming_it(self):
         labels = self.raw / "train-labels-idx1-ubyte"
@@ -512,13 +577,25 @@ class TestData(TinyData):
         processed = self.raw.parent / "processed"   # torchvision's legacy files, of other data
         processed.mkdir()
         for name in ("training.pt", "test.pt"):
-            torch.save((torch.zeros(7, 28, 28, dtype=torch.uint8), torch.zeros(7, dtype=torch.long)),
-                       processed / name)
+            torch.save(
+                (torch.zeros(7, 28, 28, dtype=torch.uint8), torch.zeros(7, dtype=torch.long)),
+                processed / name,
+            )
         for data_dir in (self.tmp / "data", self.raw):   # the folder of MNIST/raw, or that folder
             with self.subTest(data_dir=data_dir):
                 metrics = self.tmp / "m.json"
-                code, _, err = run_main(["--model", "1", "--epochs", "1", "--data-dir", str(data_dir),
-                                         "--metrics", str(metrics)])
+                code, _, err = run_main(
+                    [
+                        "--model",
+                        "1",
+                        "--epochs",
+                        "1",
+                        "--data-dir",
+                        str(data_dir),
+                        "--metrics",
+                        str(metrics),
+                    ]
+                )
                 self.assertEqual(code, 0, err)
                 self.assertEqual(strict_json(metrics)["epochs"][0]["test_total"], 160)
         self.assertEqual(sorted(p.name for p in self.raw.parent.iterdir()), ["processed", "raw"])
@@ -539,9 +616,15 @@ class TestTraining(TinyData):
     def test_two_epochs_end_to_end(self):
         metrics = self.tmp / "m.json"
         result = subprocess.run(
-            [sys.executable, str(HERE / "train.py"), *self.args("--metrics", str(metrics),
-                                                              "--save-model", str(self.tmp / "m.pt"))],
-            capture_output=True, text=True, timeout=900)   # a safety net, not a speed limit
+            [
+                sys.executable,
+                str(HERE / "train.py"),
+                *self.args("--metrics", str(metrics), "--save-model", str(self.tmp / "m.pt")),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )  # a safety net, not a speed limit
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn("Total params: 7,788", result.stdout)
         self.assertIn("Test set: Average loss:", result.stdout)
@@ -565,8 +648,14 @@ class TestTraining(TinyData):
         namespace of torch, nn and F alone train and test on a plain list of batches as the
         modules' own do."""
         pasted = {"torch": torch, "nn": nn, "F": torch.nn.functional}
-        for source in (models.Net, models.conv_bn_relu, models.Model5, train.train_epoch, train.evaluate,
-                       train.recompute_batchnorm_statistics):
+        for source in (
+            models.Net,
+            models.conv_bn_relu,
+            models.Model5,
+            train.train_epoch,
+            train.evaluate,
+            train.recompute_batchnorm_statistics,
+        ):
             exec(inspect.getsource(source), pasted)
         generator = torch.Generator().manual_seed(0)
         pixels, labels = torch.rand(96, 1, 28, 28, generator=generator), torch.randint(0, 10, (96,))
@@ -589,7 +678,9 @@ class TestTraining(TinyData):
         def numbers(seed):
             path = self.tmp / f"seed{seed}.json"
             # --augment: the random rotations, too, must come from the seed
-            code, _, err = run_main(self.args("--seed", str(seed), "--augment", "--metrics", str(path)))
+            code, _, err = run_main(
+                self.args("--seed", str(seed), "--augment", "--metrics", str(path))
+            )
             self.assertEqual(code, 0, err)
             keys = ("train_loss", "train_accuracy", "test_loss", "test_correct", "lr")
             return [[e[k] for k in keys] for e in json.loads(path.read_text())["epochs"]]
@@ -630,7 +721,9 @@ class TestTraining(TinyData):
         for name, value in plain_weights.items():   # the same weights; other running statistics
             if name not in statistics and "num_batches" not in name:
                 self.assertTrue(torch.equal(value, weights[name]), name)
-        self.assertTrue(any(not torch.equal(plain_weights[name], weights[name]) for name in statistics))
+        self.assertTrue(
+            any(not torch.equal(plain_weights[name], weights[name]) for name in statistics)
+        )
         self.assertEqual(recomputed["result"]["target_met_trained_statistics"], False)
         self.assertIn("Test set, BatchNorm statistics as trained: Average loss:", out)
         self.assertNotIn("BatchNorm statistics as trained", plain_out)
@@ -638,7 +731,9 @@ class TestTraining(TinyData):
     def test_the_test_does_not_depend_on_the_test_batch_size(self):
         def tested(size):
             metrics = self.tmp / f"m{size}.json"
-            code, _, err = run_main(self.args("--epochs", "1", "--test-batch-size", size, "--metrics", str(metrics)))
+            code, _, err = run_main(
+                self.args("--epochs", "1", "--test-batch-size", size, "--metrics", str(metrics))
+            )
             self.assertEqual(code, 0, err)
             return json.loads(metrics.read_text())["epochs"][0]
         one, many = tested("160"), tested("7")   # 7 leaves a last batch of 6
@@ -687,7 +782,9 @@ class TestTraining(TinyData):
             if isinstance(m, nn.Dropout):
                 m.eval()
         with torch.no_grad():
-            torch.testing.assert_close(fresh.eval()(images), no_dropout(images), atol=1e-2, rtol=1e-2)
+            torch.testing.assert_close(
+                fresh.eval()(images), no_dropout(images), atol=1e-2, rtol=1e-2
+            )
             self.assertFalse(torch.allclose(model.eval()(images), fresh(images), atol=1e-1))
         # Each image counts the same, however the images are batched: a last batch of one image
         # moves the means by its own share.
@@ -697,12 +794,16 @@ class TestTraining(TinyData):
             torch.testing.assert_close(parts.running_mean, whole.running_mean, atol=2e-3, rtol=1e-2)
 
     def test_a_diverging_run_stops_with_one_line_and_exit_1(self):
-        for extra in (["--model", "1", "--lr", "1e6"],                     # the training loss runs away
-                      ["--lr", "1e30", "--dry-run", "--epochs", "1"],      # the weights do, in one step
-                      ["--lr", "1e3", "--dry-run", "--epochs", "3"]):      # the test as trained does
+        for extra in (
+            ["--model", "1", "--lr", "1e6"],  # the training loss runs away
+            ["--lr", "1e30", "--dry-run", "--epochs", "1"],  # the weights do, in one step
+            ["--lr", "1e3", "--dry-run", "--epochs", "3"],
+        ):  # the test as trained does
             with self.subTest(args=extra):
                 metrics, weights = self.tmp / "m.json", self.tmp / "m.pt"
-                code, out, err = run_main(self.args(*extra, "--metrics", str(metrics), "--save-model", str(weights)))
+                code, out, err = run_main(
+                    self.args(*extra, "--metrics", str(metrics), "--save-model", str(weights))
+                )
                 self.assert_one_line(code, err, 1)
                 self.assertIn("--lr", err)
                 self.assertNotIn("Target", out)
@@ -729,43 +830,87 @@ class TestCommandLine(TinyData):
     """Bad flags stop before training with one line: exit 2 for a flag, 1 for what cannot fit."""
 
     def test_bad_arguments_exit_2_with_one_line(self):
-        cases = [["--model", "9"], ["--epochs", "0"], ["--batch-size", "0"], ["--lr", "0"],
-                 ["--lr", "-1"], ["--gamma", "0"], ["--momentum", "-0.5"], ["--momentum", "1"],
-                 ["--momentum", "5"], ["--rotation", "0"], ["--rotation", "400"], ["--epochs", "x"],
-                 ["--device", "tpu"], ["--lr", "inf"], ["--lr", "nan"], ["--weight-decay", "inf"],
-                 ["--seed", "99999999999999999999"], ["--seed", "9" * 400], ["--seed", "-1"],
-                 ["--no-augment", "--shift", "2"], ["--model", "1", "--rotation", "5"],   # unused
-                 ["--model", "3", "--no-augment", "--rotation", "5"],
-                 ["--batch-size", "321"]]   # one more than the tiny training set: found after loading it
+        cases = [
+            ["--model", "9"],
+            ["--epochs", "0"],
+            ["--batch-size", "0"],
+            ["--lr", "0"],
+            ["--lr", "-1"],
+            ["--gamma", "0"],
+            ["--momentum", "-0.5"],
+            ["--momentum", "1"],
+            ["--momentum", "5"],
+            ["--rotation", "0"],
+            ["--rotation", "400"],
+            ["--epochs", "x"],
+            ["--device", "tpu"],
+            ["--lr", "inf"],
+            ["--lr", "nan"],
+            ["--weight-decay", "inf"],
+            ["--seed", "99999999999999999999"],
+            ["--seed", "9" * 400],
+            ["--seed", "-1"],
+            ["--no-augment", "--shift", "2"],
+            ["--model", "1", "--rotation", "5"],  # unused
+            ["--model", "3", "--no-augment", "--rotation", "5"],
+            ["--batch-size", "321"],
+        ]  # one more than the tiny training set: found after loading it
         for extra in cases:
             with self.subTest(args=extra):
                 self.assert_refused(extra)
-        self.assertIn("unused with --no-augment", self.assert_refused(["--no-augment", "--rotation", "5"]))
-        self.assertIn("Model 1's recipe does not augment", self.assert_refused(["--model", "1", "--shift", "1"]))
+        self.assertIn(
+            "unused with --no-augment", self.assert_refused(["--no-augment", "--rotation", "5"])
+        )
+        self.assertIn(
+            "Model 1's recipe does not augment",
+            self.assert_refused(["--model", "1", "--shift", "1"]),
+        )
 
     def test_numbers_beyond_float32_exit_2_with_one_line_also_where_the_schedule_reaches_them(self):
-        for extra, words in ((["--lr", "1e39"], "float32"), (["--weight-decay", "1e39"], "float32"),
-                             (["--momentum", "1e39"], "float32"), (["--gamma", "3.5e38"], "float32"),
-                             (["--gamma", "3e38", "--step-size", "1", "--epochs", "15"], "--gamma"),
-                             (["--lr", "1e30", "--gamma", "10", "--step-size", "1", "--epochs", "15"], "--gamma")):
+        for extra, words in (
+            (["--lr", "1e39"], "float32"),
+            (["--weight-decay", "1e39"], "float32"),
+            (["--momentum", "1e39"], "float32"),
+            (["--gamma", "3.5e38"], "float32"),
+            (["--gamma", "3e38", "--step-size", "1", "--epochs", "15"], "--gamma"),
+            (["--lr", "1e30", "--gamma", "10", "--step-size", "1", "--epochs", "15"], "--gamma"),
+        ):
             with self.subTest(args=extra):
                 self.assert_refused(extra, words)
 
     def test_the_test_batch_is_at_most_the_test_set_and_memory_is_checked_for_both_batches(self):
         metrics = self.tmp / "m.json"
-        code, _, err = run_main(self.args("--dry-run", "--epochs", "1", "--test-batch-size", str(10 ** 9),
-                                          "--metrics", str(metrics)))
+        code, _, err = run_main(
+            self.args(
+                "--dry-run",
+                "--epochs",
+                "1",
+                "--test-batch-size",
+                str(10**9),
+                "--metrics",
+                str(metrics),
+            )
+        )
         self.assertEqual(code, 0, err)
         self.assertEqual(json.loads(metrics.read_text())["config"]["test_batch_size"], 160)
         split_bytes = (320 + 160) * (28 * 28 * 4 + 8)   # float32 pixels and int64 labels
         per_image, parameters = forward_backward_bytes(MODELS[3]()), 3 * 4 * 7788
-        for flags, needed, named in ((["--batch-size", "64", "--test-batch-size", "64"],
-                                      per_image * 64 + split_bytes + parameters, "--batch-size 64"),
-                                     (["--batch-size", "8"], per_image * 160 / 2 + split_bytes + parameters,
-                                      "--test-batch-size 160")):
+        for flags, needed, named in (
+            (
+                ["--batch-size", "64", "--test-batch-size", "64"],
+                per_image * 64 + split_bytes + parameters,
+                "--batch-size 64",
+            ),
+            (
+                ["--batch-size", "8"],
+                per_image * 160 / 2 + split_bytes + parameters,
+                "--test-batch-size 160",
+            ),
+        ):
             for available, fits in ((needed, True), (needed - 1, False)):
-                with self.subTest(flags=flags, fits=fits), \
-                        unittest.mock.patch.object(harness, "available_memory", return_value=available):
+                with self.subTest(flags=flags, fits=fits), unittest.mock.patch.object(
+                    harness, "available_memory", return_value=available
+                ):
                     code, out, err = run_main(self.args(*flags, "--dry-run", "--epochs", "1"))
                     if fits:
                         self.assertEqual((code, err), (0, ""))
@@ -794,10 +939,17 @@ class TestFilesAndSignals(TinyData):
         original = labels.read_bytes()
         same = str(self.tmp / "both.out")
         for flag in ("--metrics", "--save-model"):
-            cases = [[flag, ""], [flag, str(self.tmp / "new") + os.sep], [flag, str(self.tmp / "sub") + os.sep],
-                     [flag, str(self.tmp)], [flag, str(self.tmp / "no-such-folder" / "x")],
-                     [flag, str(self.tmp / "fifo")], [flag, str(labels)], [flag, str(self.tmp / ("x" * 300))],
-                     [flag, str(self.tmp / "a\nfolder" / "x")]]
+            cases = [
+                [flag, ""],
+                [flag, str(self.tmp / "new") + os.sep],
+                [flag, str(self.tmp / "sub") + os.sep],
+                [flag, str(self.tmp)],
+                [flag, str(self.tmp / "no-such-folder" / "x")],
+                [flag, str(self.tmp / "fifo")],
+                [flag, str(labels)],
+                [flag, str(self.tmp / ("x" * 300))],
+                [flag, str(self.tmp / "a\nfolder" / "x")],
+            ]
             for extra in cases:
                 with self.subTest(args=extra):
                     self.assert_refused(["--dry-run", *extra], flag)
@@ -811,7 +963,10 @@ class TestFilesAndSignals(TinyData):
 
     def test_no_output_replaces_the_file_this_scripts_output_goes_to_nor_its_mode(self):
         log, errors = self.tmp / "run.log", self.tmp / "err.log"
-        for flag, stream, path in (("--metrics", "/dev/stdout", log), ("--save-model", "/dev/stderr", errors)):
+        for flag, stream, path in (
+            ("--metrics", "/dev/stdout", log),
+            ("--save-model", "/dev/stderr", errors),
+        ):
             with self.subTest(flag=flag), open(log, "w") as out, open(errors, "w") as err:
                 result = subprocess.run([sys.executable, str(HERE / "train.py"),
                                          *self.args("--dry-run", flag, stream)], stdout=out,
@@ -856,15 +1011,26 @@ class TestFilesAndSignals(TinyData):
                 metrics, weights = self.tmp / f"m{umask}.json", self.tmp / f"m{umask}.pt"
                 previous = os.umask(umask)
                 try:
-                    code, _, err = run_main(self.args("--dry-run", "--epochs", "1", "--metrics", str(metrics),
-                                                      "--save-model", str(weights)))
+                    code, _, err = run_main(
+                        self.args(
+                            "--dry-run",
+                            "--epochs",
+                            "1",
+                            "--metrics",
+                            str(metrics),
+                            "--save-model",
+                            str(weights),
+                        )
+                    )
                 finally:
                     os.umask(previous)
                 self.assertEqual(code, 0, err)
                 for path in (metrics, weights):
                     self.assertEqual(path.stat().st_mode & 0o777, mode, path)
 
-    def test_a_file_that_cannot_be_written_after_training_is_named_and_the_other_is_still_written(self):
+    def test_a_file_that_cannot_be_written_after_training_is_named_and_the_other_is_still_written(
+        self,
+    ):
         metrics, weights = self.tmp / "m.json", self.tmp / "out" / "m.pt"
         weights.parent.mkdir()
         save_json = harness.save_json
@@ -873,7 +1039,9 @@ class TestFilesAndSignals(TinyData):
                 raise OSError(28, "No space left on device", path)
             save_json(path, obj)
         with unittest.mock.patch.object(harness, "save_json", disk_full_at_the_end):
-            code, _, err = run_main(self.args("--dry-run", "--metrics", str(metrics), "--save-model", str(weights)))
+            code, _, err = run_main(
+                self.args("--dry-run", "--metrics", str(metrics), "--save-model", str(weights))
+            )
         self.assert_one_line(code, err, 1)
         self.assertIn(f"{metrics}: No space left on device", err)
         self.assertTrue(weights.is_file())            # the model, written all the same
@@ -883,21 +1051,28 @@ class TestFilesAndSignals(TinyData):
             start(log, *args)
             shutil.rmtree(weights.parent)
         with unittest.mock.patch.object(harness.RunLog, "start", folder_removed_during_the_run):
-            code, _, err = run_main(self.args("--dry-run", "--metrics", str(metrics), "--save-model", str(weights)))
+            code, _, err = run_main(
+                self.args("--dry-run", "--metrics", str(metrics), "--save-model", str(weights))
+            )
         self.assert_one_line(code, err, 1)
         self.assertIn(str(weights), err)
         self.assertIn("result", strict_json(metrics))   # the metrics, written all the same
 
     def test_ctrl_c_and_sigterm_keep_the_finished_epochs_and_leave_no_temporary_file(self):
-        for name, signum, words, then in (("SIGINT", signal.SIGINT, "Interrupted", signal.SIGINT),
-                                          ("SIGTERM", signal.SIGTERM, "Stopped by SIGTERM", signal.SIGTERM),
-                                          ("both", signal.SIGINT, "Interrupted", signal.SIGTERM)):
+        for name, signum, words, then in (
+            ("SIGINT", signal.SIGINT, "Interrupted", signal.SIGINT),
+            ("SIGTERM", signal.SIGTERM, "Stopped by SIGTERM", signal.SIGTERM),
+            ("both", signal.SIGINT, "Interrupted", signal.SIGTERM),
+        ):
             with self.subTest(signal=name):
                 metrics = self.tmp / f"{name}.json"
                 # A shell that starts a job in the background (`nohup … &`) hands it SIGINT ignored;
                 # the child gets Ctrl-C's default back, as it has when run from a terminal.
-                child = start_training(self.tmp, metrics,
-                                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                child = start_training(
+                    self.tmp,
+                    metrics,
+                    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+                )
                 self.assertTrue(metrics.exists(), "no epoch finished")
                 child.send_signal(signum)
                 time.sleep(0.05 if name != "both" else 0)
@@ -911,17 +1086,25 @@ class TestFilesAndSignals(TinyData):
                 self.assertTrue(record["interrupted"])
                 self.assertIn("result", record)
                 self.assertIn(f"{words}: {len(record['epochs'])} finished epoch(s)", out)
-                self.assertIn("Target (>= 99.40% test accuracy in each of the last 3 epochs): not met", out)
-                self.assertEqual([p.name for p in self.tmp.iterdir() if p.name.startswith(".tmp-")], [])
+                self.assertIn(
+                    "Target (>= 99.40% test accuracy in each of the last 3 epochs): not met", out
+                )
+                self.assertEqual(
+                    [p.name for p in self.tmp.iterdir() if p.name.startswith(".tmp-")], []
+                )
 
-    def test_a_signal_once_training_has_finished_waits_until_the_model_and_metrics_are_written(self):
+    def test_a_signal_once_training_has_finished_waits_until_the_model_and_metrics_are_written(
+        self,
+    ):
         metrics, weights = self.tmp / "m.json", self.tmp / "m.pt"
         finish = harness.RunLog.finish
         def terminated_while_saving(log, verdict, **kwargs):
             os.kill(os.getpid(), signal.SIGTERM)
             finish(log, verdict, **kwargs)
         with unittest.mock.patch.object(harness.RunLog, "finish", terminated_while_saving):
-            code, out, err = run_main(self.args("--dry-run", "--metrics", str(metrics), "--save-model", str(weights)))
+            code, out, err = run_main(
+                self.args("--dry-run", "--metrics", str(metrics), "--save-model", str(weights))
+            )
         self.assert_one_line(code, err, 128 + signal.SIGTERM)
         self.assertIn("after training finished", err)
         self.assertTrue(weights.is_file())
@@ -930,18 +1113,31 @@ class TestFilesAndSignals(TinyData):
 
     def test_ctrl_c_while_torch_loads_ends_the_script_without_a_traceback(self):
         slow = self.tmp / "slow"
-        (slow / "torch").mkdir(parents=True)   # a torch that takes its time to load, and says when it starts
+        (slow / "torch").mkdir(
+            parents=True
+        )  # a torch that takes its time to load, and says when it starts
         (slow / "torch" / "__init__.py").write_text(
             f"import time\nopen({str(self.tmp / 'loading')!r}, 'w').close()\ntime.sleep(60)\n")
-        child = subprocess.Popen([sys.executable, str(HERE / "train.py"), "--dry-run"], stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(slow)),
-                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        child = subprocess.Popen(
+            [sys.executable, str(HERE / "train.py"), "--dry-run"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=dict(os.environ, PYTHONPATH=str(slow)),
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
         deadline = time.monotonic() + 900
-        while not (self.tmp / "loading").exists() and time.monotonic() < deadline and child.poll() is None:
+        while (
+            not (self.tmp / "loading").exists()
+            and time.monotonic() < deadline
+            and child.poll() is None
+        ):
             time.sleep(0.02)
         child.send_signal(signal.SIGINT)
         out, err = child.communicate(timeout=900)
-        self.assertEqual(child.returncode, -signal.SIGINT, err)   # ended by the signal, as a shell reports 130
+        self.assertEqual(
+            child.returncode, -signal.SIGINT, err
+        )  # ended by the signal, as a shell reports 130
         self.assertEqual(err, "")
 
     def test_a_closed_or_full_output_stream_ends_with_one_line_and_keeps_the_metrics(self):
@@ -949,9 +1145,13 @@ class TestFilesAndSignals(TinyData):
         argv = [sys.executable, str(HERE / "train.py"), *self.args("--dry-run", "--epochs", "400",
                                                                   "--metrics", str(metrics))]
         with open("/dev/full", "w") as full:
-            full_run = subprocess.run(argv, stdout=full, stderr=subprocess.PIPE, text=True, timeout=900)
+            full_run = subprocess.run(
+                argv, stdout=full, stderr=subprocess.PIPE, text=True, timeout=900
+            )
         reader = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        while not reader.stdout.readline().startswith("EPOCH: 1"):   # epoch 0 is finished and written
+        while not reader.stdout.readline().startswith(
+            "EPOCH: 1"
+        ):  # epoch 0 is finished and written
             pass
         reader.stdout.close()                  # as `| head` does
         closed_err = reader.stderr.read()
@@ -1007,8 +1207,18 @@ class TestErrorsPicture(unittest.TestCase):
         cls.tmp = Path(tempfile.mkdtemp())
         write_tiny_mnist(cls.tmp / "data")
         cls.weights = cls.tmp / "m.pt"
-        code, _, err = run_main(["--model", "1", "--epochs", "1", "--data-dir", str(cls.tmp / "data"),
-                                 "--save-model", str(cls.weights)])   # a few steps: some right, some wrong
+        code, _, err = run_main(
+            [
+                "--model",
+                "1",
+                "--epochs",
+                "1",
+                "--data-dir",
+                str(cls.tmp / "data"),
+                "--save-model",
+                str(cls.weights),
+            ]
+        )  # a few steps: some right, some wrong
         assert code == 0, err
         _, (cls.pixels, cls.labels) = data.load_splits(cls.tmp / "data")
         cls.model = plot.load_model(cls.weights, 1, torch.device("cpu"))
@@ -1021,7 +1231,9 @@ class TestErrorsPicture(unittest.TestCase):
         return run_main([*extra, "--data-dir", str(self.tmp / "data")], main=plot.main)
 
     def test_the_digits_drawn_are_the_errors_that_evaluate_counts_with_the_models_own_labels(self):
-        _, correct, total = train.evaluate(self.model, data.test_batches(self.pixels, self.labels, 50))
+        _, correct, total = train.evaluate(
+            self.model, data.test_batches(self.pixels, self.labels, 50)
+        )
         predicted, probability = plot.predictions(self.model, self.pixels, self.labels)
         svg = plot.draw(self.pixels, self.labels, predicted, probability, "test")
         captions = [tuple(map(int, pair)) for pair in re.findall(r">(\d) → (\d)</text>", svg)]
@@ -1030,21 +1242,29 @@ class TestErrorsPicture(unittest.TestCase):
         self.assertEqual(len(captions), total - correct)
         with torch.no_grad():
             own = self.model.eval()(data.normalize(self.pixels)).argmax(dim=1)
-        wrong = [(self.labels[i].item(), own[i].item()) for i in range(total) if own[i] != self.labels[i]]
+        wrong = [
+            (self.labels[i].item(), own[i].item()) for i in range(total) if own[i] != self.labels[i]
+        ]
         self.assertEqual(sorted(captions), sorted(wrong))
         self.assertEqual([t for t, _ in captions], sorted(t for t, _ in captions))   # by true class
 
     def test_the_confusion_matrix_sums_to_the_test_set_and_its_diagonal_to_the_correct_count(self):
-        _, correct, total = train.evaluate(self.model, data.test_batches(self.pixels, self.labels, 50))
+        _, correct, total = train.evaluate(
+            self.model, data.test_batches(self.pixels, self.labels, 50)
+        )
         predicted, _ = plot.predictions(self.model, self.pixels, self.labels)
         matrix = plot.confusion_matrix(self.labels, predicted)
         self.assertEqual(tuple(matrix.shape), (10, 10))
         self.assertEqual(matrix.sum().item(), total)
         self.assertEqual(matrix.diag().sum().item(), correct)
-        self.assertEqual(matrix.sum(dim=1).tolist(), torch.bincount(self.labels, minlength=10).tolist())
+        self.assertEqual(
+            matrix.sum(dim=1).tolist(), torch.bincount(self.labels, minlength=10).tolist()
+        )
 
     def test_a_model_without_errors_draws_an_empty_grid_that_says_so(self):
-        svg = plot.draw(self.pixels, self.labels, self.labels.clone(), torch.ones(len(self.labels)), "perfect")
+        svg = plot.draw(
+            self.pixels, self.labels, self.labels.clone(), torch.ones(len(self.labels)), "perfect"
+        )
         self.assertEqual(svg.count("<image "), 0)
         self.assertIn("No test digit is misclassified.", svg)
         self.assertIn("100.00%", svg)
@@ -1056,7 +1276,9 @@ class TestErrorsPicture(unittest.TestCase):
         self.assertTrue(out_svg.read_text(encoding="utf-8").startswith("<svg"))
         self.assertIn("Model 1, m.pt", out_svg.read_text(encoding="utf-8"))
         self.assertIn("test digits misclassified", out)
-        code, _, err = self.draw(str(self.weights), "--out", str(out_svg))   # which model: it must be said
+        code, _, err = self.draw(
+            str(self.weights), "--out", str(out_svg)
+        )  # which model: it must be said
         self.assertEqual(code, 2)
         self.assertIn("--model", err)
 
@@ -1065,10 +1287,14 @@ class TestErrorsPicture(unittest.TestCase):
         text.write_text("not a model\n")
         torch.save(MODELS[1](), module)            # a whole pickled module, not a state_dict
         before = self.weights.read_bytes()
-        cases = [[str(self.weights), "--model", "3"], [str(text), "--model", "1"], [str(module), "--model", "1"],
-                 [str(self.weights), "--model", "1", "--out", str(self.tmp / "no" / "e.svg")],
-                 [str(self.weights), "--model", "1", "--out", str(self.weights)],
-                 [str(self.weights), "--model", "1", "--out", ""]]
+        cases = [
+            [str(self.weights), "--model", "3"],
+            [str(text), "--model", "1"],
+            [str(module), "--model", "1"],
+            [str(self.weights), "--model", "1", "--out", str(self.tmp / "no" / "e.svg")],
+            [str(self.weights), "--model", "1", "--out", str(self.weights)],
+            [str(self.weights), "--model", "1", "--out", ""],
+        ]
         for argv in cases:
             with self.subTest(args=argv):
                 code, _, err = self.draw(*argv)
@@ -1103,7 +1329,9 @@ class TestErrorsPicture(unittest.TestCase):
             cases.append((hidden, "cannot read"))
         for path, words in cases:
             with self.subTest(path=path):
-                code, out, err = self.draw(str(path), "--model", "1", "--out", str(self.tmp / "x.svg"))
+                code, out, err = self.draw(
+                    str(path), "--model", "1", "--out", str(self.tmp / "x.svg")
+                )
                 self.assertEqual(code, 2, err)
                 self.assertEqual(len(err.strip().splitlines()), 1, err)
                 self.assertIn(words, err)
@@ -1135,7 +1363,9 @@ class TestErrorsPicture(unittest.TestCase):
         panels = list(zip((lines[:2], lines[2:]), labels.values()))
         keys = [("train_accuracy", "test_accuracy"), ("train_loss", "test_loss")]
         for (drawn, ticks), names in zip(panels, keys):
-            (y0, v0), (y1, v1) = [(float(t.get("y")) - 4, float(t.text)) for t in (ticks[0], ticks[-1])]
+            (y0, v0), (y1, v1) = [
+                (float(t.get("y")) - 4, float(t.text)) for t in (ticks[0], ticks[-1])
+            ]
             value = lambda y: v0 + (float(y) - y0) * (v1 - v0) / (y1 - y0)   # the axis, read back
             for line, name in zip(drawn, names):
                 points = [point.split(",") for point in line.get("points").split()]
@@ -1148,10 +1378,21 @@ class TestErrorsPicture(unittest.TestCase):
 
     def test_an_ascii_locale_writes_the_picture_whole(self):
         out_svg = self.tmp / "ascii.svg"
-        result = subprocess.run([sys.executable, str(HERE / "plot.py"), str(self.weights), "--model", "1",
-                                 "--data-dir", str(self.tmp / "data"), "--out", str(out_svg)],
-                                capture_output=True, env=dict(os.environ, LC_ALL="C", LANG="C",
-                                                              PYTHONIOENCODING="ascii", PYTHONUTF8="0"),
-                                timeout=900)
+        result = subprocess.run(
+            [
+                sys.executable,
+                str(HERE / "plot.py"),
+                str(self.weights),
+                "--model",
+                "1",
+                "--data-dir",
+                str(self.tmp / "data"),
+                "--out",
+                str(out_svg),
+            ],
+            capture_output=True,
+            env=dict(os.environ, LC_ALL="C", LANG="C", PYTHONIOENCODING="ascii", PYTHONUTF8="0"),
+            timeout=900,
+        )
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertTrue(out_svg.read_text(encoding="utf-8").rstrip().endswith("</svg>"))

@@ -41,58 +41,106 @@ CANDIDATES = {
     "gap16-nodrop": dict(layers="8p1 12p1 M 16p1 16p0 M 16p0", recipe=NO_DROPOUT),
     "late16-nodrop": dict(layers="6p1 8p1 M 12p1 16p0 M 16p1 16p0", recipe=NO_DROPOUT),
     "sep44-nodrop": dict(layers="8p1 12p1 M 32s1 32s0 M 44s1 44s0", recipe=NO_DROPOUT),
-    "late16-nodrop-shift2": dict(layers="6p1 8p1 M 12p1 16p0 M 16p1 16p0", recipe=dict(NO_DROPOUT, shift=2.0)),
-    "m3-bnrelu-nodrop-shift2": dict(layers=MODEL3_LAYERS, order="conv-bn-relu", recipe=dict(NO_DROPOUT, shift=2.0)),
-    # The frontier: smaller designs with the screen's recipe, to see how few parameters still meet the target.
-    "f5936-nodrop-shift2": dict(layers="8p1 12p1 M 12p1 12p0 M 11p0 10p0", recipe=dict(NO_DROPOUT, shift=2.0)),
-    "f5008-nodrop-shift2": dict(layers="8p1 8p1 M 12p1 12p0 M 10p0 10p0", recipe=dict(NO_DROPOUT, shift=2.0)),
-    "f5808-nodrop-shift2": dict(layers="8p1 8p1 M 12p1 16p0 M 10p0 10p0", recipe=dict(NO_DROPOUT, shift=2.0)),
-    "f5936-nodrop-shift2-wd1e4": dict(layers="8p1 12p1 M 12p1 12p0 M 11p0 10p0",
-                                      recipe=dict(NO_DROPOUT, shift=2.0, weight_decay=1e-4)),
+    "late16-nodrop-shift2": dict(
+        layers="6p1 8p1 M 12p1 16p0 M 16p1 16p0", recipe=dict(NO_DROPOUT, shift=2.0)
+    ),
+    "m3-bnrelu-nodrop-shift2": dict(
+        layers=MODEL3_LAYERS, order="conv-bn-relu", recipe=dict(NO_DROPOUT, shift=2.0)
+    ),
+    # The frontier: smaller designs with the screen's recipe, to see how few parameters still
+    # meet the target.
+    "f5936-nodrop-shift2": dict(
+        layers="8p1 12p1 M 12p1 12p0 M 11p0 10p0", recipe=dict(NO_DROPOUT, shift=2.0)
+    ),
+    "f5008-nodrop-shift2": dict(
+        layers="8p1 8p1 M 12p1 12p0 M 10p0 10p0", recipe=dict(NO_DROPOUT, shift=2.0)
+    ),
+    "f5808-nodrop-shift2": dict(
+        layers="8p1 8p1 M 12p1 16p0 M 10p0 10p0", recipe=dict(NO_DROPOUT, shift=2.0)
+    ),
+    "f5936-nodrop-shift2-wd1e4": dict(
+        layers="8p1 12p1 M 12p1 12p0 M 11p0 10p0",
+        recipe=dict(NO_DROPOUT, shift=2.0, weight_decay=1e-4),
+    ),
     # A public single-run design's layers (3,762 parameters): nine convolutions with bias, conv ->
     # BatchNorm -> ReLU -> Dropout 0.01, so it tests with recomputed statistics, as Model 3 does.
-    "f3762-shift2": dict(layers="4p1 4p1 4p1 M 8p1 8p1 8p1 M 8p1 8p1 8p1", order="conv-bn-relu", dropout=0.01,
-                         conv_bias=True, fc_bias=True, recipe=dict(shift=2.0)),
-    "f3762-nodrop-shift2": dict(layers="4p1 4p1 4p1 M 8p1 8p1 8p1 M 8p1 8p1 8p1", order="conv-bn-relu",
-                                conv_bias=True, fc_bias=True, recipe=dict(NO_DROPOUT, shift=2.0)),
-    "f3786-nodrop-shift2": dict(layers="6p1 8p1 M 8p1 10p0 M 10p0 10p0", recipe=dict(NO_DROPOUT, shift=2.0)),
-    # The promise at 6,000 parameters or fewer: levers that act on underfitting, on Model 4's recipe.
+    "f3762-shift2": dict(
+        layers="4p1 4p1 4p1 M 8p1 8p1 8p1 M 8p1 8p1 8p1",
+        order="conv-bn-relu",
+        dropout=0.01,
+        conv_bias=True,
+        fc_bias=True,
+        recipe=dict(shift=2.0),
+    ),
+    "f3762-nodrop-shift2": dict(
+        layers="4p1 4p1 4p1 M 8p1 8p1 8p1 M 8p1 8p1 8p1",
+        order="conv-bn-relu",
+        conv_bias=True,
+        fc_bias=True,
+        recipe=dict(NO_DROPOUT, shift=2.0),
+    ),
+    "f3786-nodrop-shift2": dict(
+        layers="6p1 8p1 M 8p1 10p0 M 10p0 10p0", recipe=dict(NO_DROPOUT, shift=2.0)
+    ),
+    # The promise at 6,000 parameters or fewer: levers that act on underfitting, on Model 4's
+    # recipe.
     "p5936-shift1-rot5": dict(layers=F5936, recipe=dict(NO_DROPOUT, shift=1.0, rotation=5.0)),
     "p5936-shift3-rot10": dict(layers=F5936, recipe=dict(NO_DROPOUT, shift=3.0, rotation=10.0)),
     "p5936-lr04": dict(layers=F5936, recipe=dict(NO_DROPOUT, shift=2.0, lr=0.04)),
     "p5936-step8": dict(layers=F5936, recipe=dict(NO_DROPOUT, shift=2.0, step_size=8)),
     "p5936-batch64": dict(layers=F5936, recipe=dict(NO_DROPOUT, shift=2.0, batch_size=64, lr=0.04)),
     "p5936-bnrelu": dict(layers=F5936, order="conv-bn-relu", recipe=dict(NO_DROPOUT, shift=2.0)),
-    "p5968-1x1": dict(layers="8p1 12p1 M 8k1p0 12p1 16p0 M 8k1p0 12p0 10p0", recipe=dict(NO_DROPOUT, shift=2.0)),
-    "p5672-1x1-gap4": dict(layers="8p1 16p1 M 8k1p0 12p1 16p0 M 8k1p0 16p0 10k1p0", recipe=dict(NO_DROPOUT, shift=2.0)),
-    "p5936-bnrelu-batch64-shift1": dict(layers=F5936, order="conv-bn-relu",
-                                        recipe=dict(NO_DROPOUT, shift=1.0, rotation=5.0, batch_size=64, lr=0.04)),
-    "p5936-bnrelu-batch128-shift1": dict(layers=F5936, order="conv-bn-relu",
-                                         recipe=dict(NO_DROPOUT, shift=1.0, rotation=5.0, batch_size=128, lr=0.08)),
+    "p5968-1x1": dict(
+        layers="8p1 12p1 M 8k1p0 12p1 16p0 M 8k1p0 12p0 10p0", recipe=dict(NO_DROPOUT, shift=2.0)
+    ),
+    "p5672-1x1-gap4": dict(
+        layers="8p1 16p1 M 8k1p0 12p1 16p0 M 8k1p0 16p0 10k1p0", recipe=dict(NO_DROPOUT, shift=2.0)
+    ),
+    "p5936-bnrelu-batch64-shift1": dict(
+        layers=F5936,
+        order="conv-bn-relu",
+        recipe=dict(NO_DROPOUT, shift=1.0, rotation=5.0, batch_size=64, lr=0.04),
+    ),
+    "p5936-bnrelu-batch128-shift1": dict(
+        layers=F5936,
+        order="conv-bn-relu",
+        recipe=dict(NO_DROPOUT, shift=1.0, rotation=5.0, batch_size=128, lr=0.08),
+    ),
     # The frontier below Model 5: narrower designs on its order and recipe.
-    "f5008-bnrelu-batch64-shift1": dict(layers="8p1 8p1 M 12p1 12p0 M 10p0 10p0", order="conv-bn-relu",
-                                        recipe=dict(NO_DROPOUT, shift=1.0, rotation=5.0, batch_size=64, lr=0.04)),
-    "f4644-bnrelu-batch64-shift1": dict(layers="8p1 8p1 M 10p1 12p0 M 10p0 10p0", order="conv-bn-relu",
-                                        recipe=dict(NO_DROPOUT, shift=1.0, rotation=5.0, batch_size=64, lr=0.04)),
-    "f3786-bnrelu-batch64-shift1": dict(layers="6p1 8p1 M 8p1 10p0 M 10p0 10p0", order="conv-bn-relu",
-                                        recipe=dict(NO_DROPOUT, shift=1.0, rotation=5.0, batch_size=64, lr=0.04)),
+    "f5008-bnrelu-batch64-shift1": dict(
+        layers="8p1 8p1 M 12p1 12p0 M 10p0 10p0",
+        order="conv-bn-relu",
+        recipe=dict(NO_DROPOUT, shift=1.0, rotation=5.0, batch_size=64, lr=0.04),
+    ),
+    "f4644-bnrelu-batch64-shift1": dict(
+        layers="8p1 8p1 M 10p1 12p0 M 10p0 10p0",
+        order="conv-bn-relu",
+        recipe=dict(NO_DROPOUT, shift=1.0, rotation=5.0, batch_size=64, lr=0.04),
+    ),
+    "f3786-bnrelu-batch64-shift1": dict(
+        layers="6p1 8p1 M 8p1 10p0 M 10p0 10p0",
+        order="conv-bn-relu",
+        recipe=dict(NO_DROPOUT, shift=1.0, rotation=5.0, batch_size=64, lr=0.04),
+    ),
     # The promise at 4,500 parameters or fewer: conv -> BatchNorm -> ReLU on Model 5's recipe, with
     # the layers or the recipe value each name says.
-    **{name: dict(layers=layers, order="conv-bn-relu", recipe=dict(MODEL5_RECIPE, **change))
-       for name, layers, change in [
-           ("q4462", Q4462, {}),
-           ("q4440-late8", "8p1 8p1 M 12p1 12p0 M 8p0 8p0", {}),
-           ("q4448-gap4", "8p1 8p1 M 12p1 12p0 M 13p0", {}),
-           ("q4324-1x1", "8p1 8p1 M 10p1 12p0 M 14p0 10k1p0", {}),
-           ("q4404-pool1", "8p1 M 10p1 10p1 10p0 M 10p0 8p0", {}),
-           ("q4462-batch128", Q4462, dict(batch_size=128, lr=0.08)),
-           ("q4462-wd1e4", Q4462, dict(weight_decay=1e-4)),
-           ("q4462-step7", Q4462, dict(step_size=7)),
-           ("q4462-rot3", Q4462, dict(rotation=3.0)),
-           ("q4076", "8p1 8p1 M 10p1 10p0 M 10p0 8p0", {}),
-           ("q3582", "6p1 8p1 M 8p1 10p0 M 10p0 8p0", {}),
-           ("q2998", "6p1 6p1 M 8p1 10p0 M 8p0 8p0", {}),
-       ]},
+    **{
+        name: dict(layers=layers, order="conv-bn-relu", recipe=dict(MODEL5_RECIPE, **change))
+        for name, layers, change in [
+            ("q4462", Q4462, {}),
+            ("q4440-late8", "8p1 8p1 M 12p1 12p0 M 8p0 8p0", {}),
+            ("q4448-gap4", "8p1 8p1 M 12p1 12p0 M 13p0", {}),
+            ("q4324-1x1", "8p1 8p1 M 10p1 12p0 M 14p0 10k1p0", {}),
+            ("q4404-pool1", "8p1 M 10p1 10p1 10p0 M 10p0 8p0", {}),
+            ("q4462-batch128", Q4462, dict(batch_size=128, lr=0.08)),
+            ("q4462-wd1e4", Q4462, dict(weight_decay=1e-4)),
+            ("q4462-step7", Q4462, dict(step_size=7)),
+            ("q4462-rot3", Q4462, dict(rotation=3.0)),
+            ("q4076", "8p1 8p1 M 10p1 10p0 M 10p0 8p0", {}),
+            ("q3582", "6p1 8p1 M 8p1 10p0 M 10p0 8p0", {}),
+            ("q2998", "6p1 6p1 M 8p1 10p0 M 8p0 8p0", {}),
+        ]
+    },
 }
 
 
@@ -108,16 +156,35 @@ class Candidate(nn.Sequential):
             out, size, kind, padding = re.fullmatch(r"(\d+)(?:k(\d+))?([ps])(\d+)", token).groups()
             out, size, padding = int(out), int(size or 3), int(padding)
             if kind == "p":
-                conv = nn.Conv2d(channels, out, kernel_size=(size, size), padding=padding, bias=conv_bias)
+                conv = nn.Conv2d(
+                    channels, out, kernel_size=(size, size), padding=padding, bias=conv_bias
+                )
             else:
                 conv = nn.Sequential(
-                    nn.Conv2d(channels, channels, kernel_size=(size, size), padding=padding, groups=channels, bias=False),
-                    nn.Conv2d(channels, out, kernel_size=(1, 1), bias=conv_bias))
-            norm = [nn.ReLU(), nn.BatchNorm2d(out)] if order == "conv-relu-bn" else [nn.BatchNorm2d(out), nn.ReLU()]
+                    nn.Conv2d(
+                        channels,
+                        channels,
+                        kernel_size=(size, size),
+                        padding=padding,
+                        groups=channels,
+                        bias=False,
+                    ),
+                    nn.Conv2d(channels, out, kernel_size=(1, 1), bias=conv_bias),
+                )
+            norm = (
+                [nn.ReLU(), nn.BatchNorm2d(out)]
+                if order == "conv-relu-bn"
+                else [nn.BatchNorm2d(out), nn.ReLU()]
+            )
             blocks.append(nn.Sequential(conv, *norm, *([nn.Dropout(dropout)] if dropout else [])))
             channels = out
-        super().__init__(*blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, 10, bias=fc_bias),
-                         nn.LogSoftmax(dim=-1))
+        super().__init__(
+            *blocks,
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(channels, 10, bias=fc_bias),
+            nn.LogSoftmax(dim=-1),
+        )
 
 
 def layers(name):
@@ -126,7 +193,9 @@ def layers(name):
 
 
 def model_class(name):
-    return type(name, (Candidate,), {"__init__": lambda self: Candidate.__init__(self, **layers(name))})
+    return type(
+        name, (Candidate,), {"__init__": lambda self: Candidate.__init__(self, **layers(name))}
+    )
 
 
 def main(argv):
@@ -140,7 +209,9 @@ def main(argv):
     if not argv or argv[0] not in CANDIDATES:
         raise harness.Failure(f"the first argument names a candidate: {', '.join(CANDIDATES)}", 2)
     if "--model" in argv or any(a.startswith("--model=") for a in argv):
-        raise harness.Failure("a candidate takes Model 4's place; --model is not one of its flags", 2)
+        raise harness.Failure(
+            "a candidate takes Model 4's place; --model is not one of its flags", 2
+        )
     name = argv[0]
     return train.train_candidate([*argv[1:], "--model", "4"], model_class(name),
                                  dict(train.RECIPES[3], **CANDIDATES[name]["recipe"]),

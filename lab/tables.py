@@ -31,11 +31,13 @@ SVG = RESULTS / "accuracy.svg"
 FRONTIER = RESULTS / "frontier"   # designs smaller than Models 4 and 5, run by lab/screen.py
 SCREEN_6000 = RESULTS / "screen-6000"   # the screen for the promise at 6,000 parameters or fewer
 CONFIRM_6000 = RESULTS / "confirm-6000"   # its choice on fresh seeds, which choose nothing
-CONFIRM_5000 = RESULTS / "confirm-5000"   # the frontier's best below 5,000 parameters on fresh seeds
+CONFIRM_5000 = RESULTS / "confirm-5000"  # the frontier's best below 5,000 parameters on fresh seeds
 SCREEN_4500 = RESULTS / "screen-4500"   # the screen for the promise at 4,500 parameters or fewer
 EPOCHS = 15   # a result is a run of the write-up's 15 epochs
-LAYERS = {4: "8p1 12p1 M 16p1 16p0 M 11p0 10p0",   # models.Model4 and Model5 in lab/screen.py's notation
-          5: "8p1 12p1 M 12p1 12p0 M 11p0 10p0"}
+LAYERS = {
+    4: "8p1 12p1 M 16p1 16p0 M 11p0 10p0",  # models.Model4 and Model5 in lab/screen.py's notation
+    5: "8p1 12p1 M 12p1 12p0 M 11p0 10p0",
+}
 FRESH_SEEDS = {3: range(11, 51), 4: range(11, 51), 5: range(11, 51)}   # seeds that chose nothing
 
 
@@ -51,7 +53,9 @@ def read_run(path):
         config.setdefault("weight_decay", 0.0)
         whole = all(type(config[k]) is int for k in ("model", "seed", "epochs"))
         whole = whole and type(config.get("parameters", 0)) is int
-        accuracies = [e["test_accuracy"] for e in epochs] + [e.get("train_accuracy", 0) for e in epochs]
+        accuracies = [e["test_accuracy"] for e in epochs] + [
+            e.get("train_accuracy", 0) for e in epochs
+        ]
         accuracies += [run["result"]["best_train_accuracy"]] if "result" in run else []
         if not whole or not all(type(a) in (int, float) for a in accuracies):
             return None
@@ -69,7 +73,9 @@ def test_accuracies(run, key="test_accuracy"):
 def as_trained(run):
     """Test accuracies with the statistics as trained: the run's own where it did not recompute."""
     recomputed = run["config"].get("recompute_bn", False)
-    return test_accuracies(run, "test_accuracy_trained_statistics" if recomputed else "test_accuracy")
+    return test_accuracies(
+        run, "test_accuracy_trained_statistics" if recomputed else "test_accuracy"
+    )
 
 
 def level(tests):
@@ -95,28 +101,49 @@ def why_not_counted(run, path=None):
         return f"interrupted ({done})"
     if len(run["epochs"]) != config["epochs"]:
         return f"unfinished ({done})"
-    folder = re.fullmatch(r"model(\d+)", path.parent.name) if path and path.parent.parent == RESULTS else None
+    folder = (
+        re.fullmatch(r"model(\d+)", path.parent.name)
+        if path and path.parent.parent == RESULTS
+        else None
+    )
     if folder and int(folder[1]) in train.RECIPES:
         model = int(folder[1])
-        if config["model"] != model or not trained_as(config, train.RECIPES[model]) or config["epochs"] != EPOCHS:
+        if (
+            config["model"] != model
+            or not trained_as(config, train.RECIPES[model])
+            or config["epochs"] != EPOCHS
+        ):
             return f"not Model {model}'s recipe of {EPOCHS} epochs"
     if "candidate" in config and config["epochs"] != EPOCHS:
         return f"{config['epochs']} epochs, not {EPOCHS}"
     seed = config["seed"]   # seedS, NAME_seedS or a name ending in seedS: a copy is named otherwise
-    named = f"seed{seed}" if folder else config.get("candidate") and f"{config['candidate']}_seed{seed}"
-    if path and (path.stem != named if named else not re.search(rf"(^|[-_])seed{seed}$", path.stem)):
+    named = (
+        f"seed{seed}" if folder else config.get("candidate") and f"{config['candidate']}_seed{seed}"
+    )
+    if path and (
+        path.stem != named if named else not re.search(rf"(^|[-_])seed{seed}$", path.stem)
+    ):
         return f"its name does not say its seed ({seed}): a copy of another run?"
     return ""
 
 
+def row(*cells):
+    """A row of a Markdown table."""
+    return "| " + " | ".join(map(str, cells)) + " |"
+
+
 def metrics_files(folder, pattern="*.json"):
-    """(path, run) for every file of the pattern in the folder, sorted; run None where unreadable."""
+    """(path, run) for every file of the pattern in the folder, sorted; run None if unreadable."""
     return [(path, read_run(path)) for path in sorted(folder.glob(pattern))]
 
 
 def model_runs(model):
     """The finished runs of model M's recipe, results/modelM/seedS.json, by seed."""
-    runs = [run for path, run in metrics_files(RESULTS / f"model{model}", "seed*.json") if finished(run, path)]
+    runs = [
+        run
+        for path, run in metrics_files(RESULTS / f"model{model}", "seed*.json")
+        if finished(run, path)
+    ]
     return sorted(runs, key=lambda run: run["config"]["seed"])
 
 
@@ -131,7 +158,11 @@ def models_with_runs():
 def not_counted(folder=RESULTS):
     """(path, why) for every metrics file under results/ that no table counts as a result."""
     runs = metrics_files(folder, "**/*.json")
-    return [(path.relative_to(folder), why_not_counted(run, path)) for path, run in runs if why_not_counted(run, path)]
+    return [
+        (path.relative_to(folder), why_not_counted(run, path))
+        for path, run in runs
+        if why_not_counted(run, path)
+    ]
 
 
 def seeds(runs):
@@ -162,11 +193,19 @@ def headline_table(fresh=FRESH_SEEDS):
              "|---|---|---|---|---|---|---|---|"]
     for model, runs in models_with_runs():
         met, level_ = met_and_level(runs, test_accuracies)
-        trained_met, trained_level = met_and_level(runs, as_trained) if train.RECIPES[model]["recompute_bn"] else ("—", "—")
+        trained_met, trained_level = (
+            met_and_level(runs, as_trained) if train.RECIPES[model]["recompute_bn"] else ("—", "—")
+        )
         confirmed = [run for run in runs if run["config"]["seed"] in fresh.get(model, ())]
-        confirmed_met = f"{met_and_level(confirmed, test_accuracies)[0]} ({seeds(confirmed)})" if confirmed else "—"
-        lines.append(f"| {model} | {runs[0]['config']['parameters']:,} | {seeds(runs)} | {met} | {level_} "
-                     f"| {confirmed_met} | {trained_met} | {trained_level} |")
+        confirmed_met = (
+            f"{met_and_level(confirmed, test_accuracies)[0]} ({seeds(confirmed)})"
+            if confirmed
+            else "—"
+        )
+        lines.append(
+            f"| {model} | {runs[0]['config']['parameters']:,} | {seeds(runs)} | {met} | {level_} "
+            f"| {confirmed_met} | {trained_met} | {trained_level} |"
+        )
     return "\n".join(lines)
 
 
@@ -200,17 +239,18 @@ def runs_table():
         best = [max(t) for t in tests]
         lowest = min(min(t[-TARGET_EPOCHS:]) for t in tests)
         met = sum(target_met(t) for t in tests)
-        lines.append(f"| {model} | {runs[0]['config']['parameters']:,} | {recipe(runs[0]['config'])} | "
-                     f"{seeds(runs)} | {devices(runs)} | {statistics.mean(best):.2f} ({min(best):.2f}–{max(best):.2f}) | "
-                     f"{lowest:.2f} | {met}/{len(runs)} |")
+        spread = f"{statistics.mean(best):.2f} ({min(best):.2f}–{max(best):.2f})"
+        lines.append(row(model, f"{runs[0]['config']['parameters']:,}", recipe(runs[0]["config"]),
+                         seeds(runs), devices(runs), spread, f"{lowest:.2f}", f"{met}/{len(runs)}"))
     return "\n".join(lines)
 
 
 def search_table(folder=RESULTS / "recipe-search"):
     """The runs that chose the recipes of Models 3 and 4: one row per file, named after its
     settings (the rotation's sampling, bilinear or nearest, is in the names of the oldest only)."""
-    lines = [f"| run (results/recipe-search/) | model | params | batch | lr | weight decay | StepLR step / gamma "
-             f"| rotation | statistics | seed | device | test accuracy %, last {TARGET_EPOCHS} epochs run | target met |",
+    lines = [row("run (results/recipe-search/)", "model", "params", "batch", "lr", "weight decay",
+                 "StepLR step / gamma", "rotation", "statistics", "seed", "device",
+                 f"test accuracy %, last {TARGET_EPOCHS} epochs run", "target met"),
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for path, run in metrics_files(folder):
         if run is None:
@@ -221,9 +261,10 @@ def search_table(folder=RESULTS / "recipe-search"):
         rotation = f"±{config['rotation_degrees']:g}°" if config["augment"] else "none"
         statistics_ = "recomputed" if config.get("recompute_bn") else "as trained"
         verdict = ("yes" if target_met(tests) else "no") if finished(run, path) else "stopped early"
-        lines.append(f"| {path.stem} | {config['model']} | {config['parameters']:,} | {config['batch_size']} | "
-                     f"{config['lr']:g} | {config['weight_decay']:g} | {config['step_size']} / {config['gamma']:g} | "
-                     f"{rotation} | {statistics_} | {config['seed']} | {config['device']} | {last} ({epochs}) | {verdict} |")
+        lines.append(row(path.stem, config["model"], f"{config['parameters']:,}",
+                         config["batch_size"], f"{config['lr']:g}", f"{config['weight_decay']:g}",
+                         f"{config['step_size']} / {config['gamma']:g}", rotation, statistics_,
+                         config["seed"], config["device"], f"{last} ({epochs})", verdict))
     return "\n".join(lines)
 
 
@@ -237,7 +278,11 @@ def recipe_summary(folder=RESULTS, fewest=3):
     for path, run in metrics_files(folder, "**/*.json"):
         if finished(run, path):
             stem = re.sub(r"[-_]?seed\d+$", "", path.stem)
-            name = "/".join(part for part in (path.parent.relative_to(folder).as_posix(), stem) if part not in ("", "."))
+            name = "/".join(
+                part
+                for part in (path.parent.relative_to(folder).as_posix(), stem)
+                if part not in ("", ".")
+            )
             groups.setdefault((run["config"]["model"], name), []).append(run)
     rows = []
     for (model, name), runs in groups.items():
@@ -247,15 +292,31 @@ def recipe_summary(folder=RESULTS, fewest=3):
         for accuracies in (test_accuracies, as_trained):
             tests = [accuracies(run) for run in runs]
             levels = [level(t) for t in tests]
-            cells.append((sum(target_met(t) for t in tests), statistics.mean(levels), statistics.stdev(levels),
-                          min(min(t[-TARGET_EPOCHS:]) for t in tests)))
+            cells.append(
+                (
+                    sum(target_met(t) for t in tests),
+                    statistics.mean(levels),
+                    statistics.stdev(levels),
+                    min(min(t[-TARGET_EPOCHS:]) for t in tests),
+                )
+            )
         (met, mean, spread, lowest), (met_trained, mean_trained, _, _) = cells
-        trained = (f"{met_trained}/{len(runs)} | {mean_trained:.2f}" if runs[0]["config"].get("recompute_bn")
-                   else "— | —")
-        rows.append((model, -mean, f"| `{name}` | {model} | {len(runs)} | {met}/{len(runs)} | {mean:.2f} | "
-                                   f"{spread:.2f} | {lowest:.2f} | {trained} |"))
-    lines = [f"| runs | model | seeds | target met | level %, mean over seeds | spread over seeds "
-             f"| lowest of last {TARGET_EPOCHS} % | target met, statistics as trained | level as trained % |",
+        trained = (
+            f"{met_trained}/{len(runs)} | {mean_trained:.2f}"
+            if runs[0]["config"].get("recompute_bn")
+            else "— | —"
+        )
+        rows.append(
+            (
+                model,
+                -mean,
+                f"| `{name}` | {model} | {len(runs)} | {met}/{len(runs)} | {mean:.2f} | "
+                f"{spread:.2f} | {lowest:.2f} | {trained} |",
+            )
+        )
+    lines = [row("runs", "model", "seeds", "target met", "level %, mean over seeds",
+                 "spread over seeds", f"lowest of last {TARGET_EPOCHS} %",
+                 "target met, statistics as trained", "level as trained %"),
              "|---|---|---|---|---|---|---|---|---|"]
     return "\n".join(lines + [line for _, _, line in sorted(rows)])
 
@@ -266,7 +327,9 @@ def candidate_runs(folder):
     for path, run in metrics_files(folder):
         if finished(run, path):
             groups.setdefault(run["config"]["candidate"], []).append(run)
-    return {name: sorted(runs, key=lambda run: run["config"]["seed"]) for name, runs in groups.items()}
+    return {
+        name: sorted(runs, key=lambda run: run["config"]["seed"]) for name, runs in groups.items()
+    }
 
 
 def screen_table(folder=RESULTS / "screen"):
@@ -280,22 +343,29 @@ def screen_table(folder=RESULTS / "screen"):
         levels = [level(t) for t in tests]
         spread = f"{statistics.stdev(levels):.2f}" if len(levels) > 1 else "—"
         train = statistics.mean(run["result"]["best_train_accuracy"] for run in runs)
-        rows.append((-statistics.mean(levels), f"| `{name}` | {runs[0]['config']['parameters']:,} | {seeds(runs)} | "
-                     f"{sum(target_met(t) for t in tests)}/{len(runs)} | {statistics.mean(levels):.2f} | {spread} | "
-                     f"{min(min(t[-TARGET_EPOCHS:]) for t in tests):.2f} | {train:.2f} |"))
-    lines = [f"| candidate | parameters | seeds | target met | level % | spread | lowest of last {TARGET_EPOCHS} % "
-             f"| best train acc. %, mean |", "|---|---|---|---|---|---|---|---|"]
-    return "\n".join(lines + [row for _, row in sorted(rows)])
+        mean = statistics.mean(levels)
+        rows.append((-mean, row(f"`{name}`", f"{runs[0]['config']['parameters']:,}", seeds(runs),
+                                f"{sum(target_met(t) for t in tests)}/{len(runs)}", f"{mean:.2f}",
+                                spread, f"{min(min(t[-TARGET_EPOCHS:]) for t in tests):.2f}",
+                                f"{train:.2f}")))
+    lines = [row("candidate", "parameters", "seeds", "target met", "level %", "spread",
+                 f"lowest of last {TARGET_EPOCHS} %", "best train acc. %, mean"),
+             "|---|---|---|---|---|---|---|---|"]
+    return "\n".join(lines + [line for _, line in sorted(rows)])
 
 
 def channels(layers):
-    """A layer string as channels per stage: "8p1 12p1 M 16p1 16p0 M 11p0 10p0" -> "8, 12 / 16, 16 / 11, 10"."""
+    """A layer string as channels per stage:
+    "8p1 12p1 M 16p1 16p0 M 11p0 10p0" -> "8, 12 / 16, 16 / 11, 10"."""
     stages = " ".join(layers.split()).split(" M ")
-    return " / ".join(", ".join(re.split("[ps]", token)[0] for token in stage.split()) for stage in stages)
+    return " / ".join(
+        ", ".join(re.split("[ps]", token)[0] for token in stage.split()) for stage in stages
+    )
 
 
 def differences(config):
-    """What a frontier design does otherwise than Model 4, besides its channels, in the README's words."""
+    """What a frontier design does otherwise than Model 4, besides its channels, in the
+    README's words."""
     changes = ["biases"] if config.get("conv_bias") else []
     changes += ["BatchNorm before ReLU"] if config.get("order") == "conv-bn-relu" else []
     changes += [f"Dropout {config['dropout']:g}"] if config.get("dropout") else []
@@ -305,20 +375,24 @@ def differences(config):
 def trained_as(config, recipe):
     """Whether a run trained with a recipe of train.RECIPES: the same optimizer, schedule, batch and
     augmentation (how it tests, with BatchNorm statistics recomputed or not, may differ)."""
-    same = all(config.get(key) == recipe[key]
-               for key in ("batch_size", "lr", "momentum", "weight_decay", "step_size", "gamma", "augment"))
+    same = all(
+        config.get(key) == recipe[key]
+        for key in ("batch_size", "lr", "momentum", "weight_decay", "step_size", "gamma", "augment")
+    )
     augmentation = (config.get("rotation_degrees"), config.get("shift_pixels", 0.0))
-    return same and augmentation == ((recipe["rotation"], recipe["shift"]) if recipe["augment"] else (0.0, 0.0))
+    return same and augmentation == (
+        (recipe["rotation"], recipe["shift"]) if recipe["augment"] else (0.0, 0.0)
+    )
 
 
 def frontier_table(folder=FRONTIER, models=(4, 5)):
-    """The frontier per recipe and size: for the recipe of Model 4, then of Model 5, the model itself
-    on the seeds the frontier ran with its recipe, then at each smaller size the design with the best
-    level among those trained with that recipe: parameters, channels per stage, what else differs,
-    the seeds run, how many met the target, the level."""
+    """The frontier per recipe and size: for the recipe of Model 4, then of Model 5, the model
+    itself on the seeds the frontier ran with its recipe, then at each smaller size the design
+    with the best level among those trained with that recipe: parameters, channels per stage,
+    what else differs, the seeds run, how many met the target, the level."""
     mean_level = lambda runs: statistics.mean(level(test_accuracies(run)) for run in runs)
-    lines = ["| recipe | parameters | channels per stage | what else differs from Model 4 | seeds | target met "
-             "| level % |", "|---|---|---|---|---|---|---|"]
+    lines = [row("recipe", "parameters", "channels per stage", "what else differs from Model 4",
+                 "seeds", "target met", "level %"), "|---|---|---|---|---|---|---|"]
     candidates = candidate_runs(folder).values()
     for model in models:
         best = {}
@@ -334,8 +408,9 @@ def frontier_table(folder=FRONTIER, models=(4, 5)):
             config = runs[0]["config"]
             what = f"(Model {model})" if runs is own else differences(config)
             met, level_ = met_and_level(runs, test_accuracies)
-            lines.append(f"| Model {model}'s | {config['parameters']:,} | {channels(config.get('layers', LAYERS[model]))} "
-                         f"| {what} | {seeds(runs)} | {met} | {level_} |")
+            lines.append(row(f"Model {model}'s", f"{config['parameters']:,}",
+                             channels(config.get("layers", LAYERS[model])), what, seeds(runs), met,
+                             level_))
     return "\n".join(lines)
 
 
@@ -349,7 +424,9 @@ def accuracy_svg(models=(3, 4, 5), low=98.8, high=99.7):
     for i, model in enumerate(models):
         runs = [test_accuracies(run) for run in model_runs(model)]
         title = f"Model {model}: target met on {sum(map(target_met, runs))} of {len(runs)} seeds"
-        series = [(tests, "#3465a4" if target_met(tests) else "#cc0000", 0.8, 0.6) for tests in runs]
+        series = [
+            (tests, "#3465a4" if target_met(tests) else "#cc0000", 0.8, 0.6) for tests in runs
+        ]
         elements += plot.panel(i * (width + gap), 0, width, height, title, series, low, high, 0.2,
                                TARGET_EPOCHS, TARGET_ACCURACY)
     return plot.document(len(models) * (width + gap) - gap, height, elements)
@@ -357,9 +434,18 @@ def accuracy_svg(models=(3, 4, 5), low=98.8, high=99.7):
 
 def readme_tables():
     """Each README and the tables it holds (a table of no runs yet is not held)."""
-    notebook = [runs_table(), search_table(), recipe_summary(), screen_table(), screen_table(FRONTIER),
-                frontier_table(), screen_table(SCREEN_6000), screen_table(CONFIRM_6000),
-                screen_table(CONFIRM_5000), screen_table(SCREEN_4500)]
+    notebook = [
+        runs_table(),
+        search_table(),
+        recipe_summary(),
+        screen_table(),
+        screen_table(FRONTIER),
+        frontier_table(),
+        screen_table(SCREEN_6000),
+        screen_table(CONFIRM_6000),
+        screen_table(CONFIRM_5000),
+        screen_table(SCREEN_4500),
+    ]
     return {RESULTS.parent / "README.md": [headline_table()],
             RESULTS / "README.md": [table for table in notebook if len(table.splitlines()) > 2]}
 
@@ -379,8 +465,11 @@ def rewrite_readmes():
         replaced = {}
         for table in new_tables:
             rows = table.split("\n")
-            candidates = [(len(first_cells(rows) & first_cells(lines[a:b])), (a, b)) for a, b in blocks
-                          if lines[a] == rows[0] and (a, b) not in replaced]
+            candidates = [
+                (len(first_cells(rows) & first_cells(lines[a:b])), (a, b))
+                for a, b in blocks
+                if lines[a] == rows[0] and (a, b) not in replaced
+            ]
             if candidates:
                 replaced[max(candidates)[1]] = rows
         for (a, b), rows in sorted(replaced.items(), reverse=True):
@@ -399,14 +488,19 @@ def main(argv):
     harness.write_atomically(SVG, lambda f: f.write(accuracy_svg().encode("utf-8")))
     if args.write:   # rewrite both READMEs' tables in place, then print them
         rewrite_readmes()
-    for title, text in (("headline (README.md)", headline_table()), ("runs of the recipes", runs_table()),
-                        ("recipe search", search_table()), ("recipes over seeds", recipe_summary()),
-                        ("the screen for Model 4", screen_table()), ("the frontier", screen_table(FRONTIER)),
-                        ("the frontier, per size (results/README.md)", frontier_table()),
-                        ("the screen at 6,000 parameters or fewer", screen_table(SCREEN_6000)),
-                        ("its choice on seeds 31-50", screen_table(CONFIRM_6000)),
-                        ("below 5,000 parameters on seeds 51-70", screen_table(CONFIRM_5000)),
-                        ("the screen at 4,500 parameters or fewer", screen_table(SCREEN_4500))):
+    for title, text in (
+        ("headline (README.md)", headline_table()),
+        ("runs of the recipes", runs_table()),
+        ("recipe search", search_table()),
+        ("recipes over seeds", recipe_summary()),
+        ("the screen for Model 4", screen_table()),
+        ("the frontier", screen_table(FRONTIER)),
+        ("the frontier, per size (results/README.md)", frontier_table()),
+        ("the screen at 6,000 parameters or fewer", screen_table(SCREEN_6000)),
+        ("its choice on seeds 31-50", screen_table(CONFIRM_6000)),
+        ("below 5,000 parameters on seeds 51-70", screen_table(CONFIRM_5000)),
+        ("the screen at 4,500 parameters or fewer", screen_table(SCREEN_4500)),
+    ):
         print(f"## {title}\n\n{text}\n")
     return 0
 

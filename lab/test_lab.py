@@ -1,5 +1,7 @@
 """The lab's tests: its tables, the screen of candidates, and the runs committed under results/
-with the tables and picture made from them. Found by `python -m unittest` from the project's root."""
+with the tables and picture made from them. Found by `python -m unittest` from the project's root.
+"""
+
 import contextlib
 import io
 import json
@@ -19,7 +21,9 @@ from models import MODELS, count_parameters, summary
 
 HERE = Path(__file__).resolve().parent.parent
 # A run's configuration as train.py writes it for Model 3's recipe (the keys the tables read).
-MODEL3_CONFIG = dict(train.RECIPES[3], model=3, rotation_degrees=7.0, shift_pixels=0.0, dry_run=False)
+MODEL3_CONFIG = dict(
+    train.RECIPES[3], model=3, rotation_degrees=7.0, shift_pixels=0.0, dry_run=False
+)
 
 
 class TestTables(unittest.TestCase):
@@ -34,44 +38,81 @@ class TestTables(unittest.TestCase):
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp) / "trials"
             (folder / "model3").mkdir(parents=True)
-            for name, metrics in (("a_seed1", run(1, [99.0, 99.4, 99.5, 99.6])),
-                                  ("a_seed2", run(2, [99.0, 99.3, 99.4, 99.5])),
-                                  ("a_seed3", run(3, [99.0, 99.5, 99.5])),  # stopped early: 14 of 15
-                                  ("b_seed1", run(1, [99.0, 99.5, 99.5, 99.5])),
-                                  ("model3/seed1", run(1, [99.0, 99.5, 99.5, 99.5], trained=[99, 99.4, 99.4, 99.3])),
-                                  ("model3/seed2", run(2, [99.0, 99.4, 99.5, 99.6], trained=[99, 99.4, 99.4, 99.4]))):
+            for name, metrics in (
+                ("a_seed1", run(1, [99.0, 99.4, 99.5, 99.6])),
+                ("a_seed2", run(2, [99.0, 99.3, 99.4, 99.5])),
+                ("a_seed3", run(3, [99.0, 99.5, 99.5])),  # stopped early: 14 of 15
+                ("b_seed1", run(1, [99.0, 99.5, 99.5, 99.5])),
+                ("model3/seed1", run(1, [99.0, 99.5, 99.5, 99.5], trained=[99, 99.4, 99.4, 99.3])),
+                ("model3/seed2", run(2, [99.0, 99.4, 99.5, 99.6], trained=[99, 99.4, 99.4, 99.4])),
+            ):
                 (folder / f"{name}.json").write_text(json.dumps(metrics))
             lines = tables.recipe_summary(folder, fewest=2).splitlines()
         self.assertEqual(len(lines), 4)   # header, rule, model3/ and recipe a; b has one seed
-        self.assertEqual(lines[2], "| `model3` | 3 | 2 | 2/2 | 99.50 | 0.00 | 99.40 | 1/2 | 99.38 |")
+        self.assertEqual(
+            lines[2], "| `model3` | 3 | 2 | 2/2 | 99.50 | 0.00 | 99.40 | 1/2 | 99.38 |"
+        )
         self.assertEqual(lines[3], "| `a` | 3 | 2 | 1/2 | 99.45 | 0.07 | 99.30 | — | — |")
 
     def test_the_frontier_shows_per_recipe_and_size_the_best_design_beside_its_model(self):
         def run(name, seed, tests, parameters=5000, model=4, **changes):
             recipe = train.RECIPES[model]
-            config = dict(recipe, candidate=name, model=4, seed=seed, epochs=15, parameters=parameters,
-                          layers="8p1 M 10p0", rotation_degrees=recipe["rotation"], shift_pixels=recipe["shift"])
+            config = dict(
+                recipe,
+                candidate=name,
+                model=4,
+                seed=seed,
+                epochs=15,
+                parameters=parameters,
+                layers="8p1 M 10p0",
+                rotation_degrees=recipe["rotation"],
+                shift_pixels=recipe["shift"],
+            )
             config.update(changes)
             return {"config": config, "epochs": [{"test_accuracy": t} for t in [99.0] * 11 + tests]}
         with tempfile.TemporaryDirectory() as tmp:
             for seed in (1, 2):
-                for metrics in (run("a-worse", seed, [99.0, 99.4, 99.4, 99.4]),
-                                run("better", seed, [99.0, 99.5, 99.5, 99.4]),
-                                run("best-but-other-recipe", seed, [99.6] * 4, weight_decay=0.0),
-                                run("best-but-other-shift", seed, [99.6] * 4, shift_pixels=3.0),
-                                run("small", seed, [99.0, 99.3, 99.3, 99.3], parameters=3000, conv_bias=True),
-                                run("on-model5s", seed, [99.0, 99.6, 99.5, 99.4], parameters=4000, model=5,
-                                    order="conv-bn-relu")):
-                    (Path(tmp) / f"{metrics['config']['candidate']}_seed{seed}.json").write_text(json.dumps(metrics))
+                for metrics in (
+                    run("a-worse", seed, [99.0, 99.4, 99.4, 99.4]),
+                    run("better", seed, [99.0, 99.5, 99.5, 99.4]),
+                    run("best-but-other-recipe", seed, [99.6] * 4, weight_decay=0.0),
+                    run("best-but-other-shift", seed, [99.6] * 4, shift_pixels=3.0),
+                    run("small", seed, [99.0, 99.3, 99.3, 99.3], parameters=3000, conv_bias=True),
+                    run(
+                        "on-model5s",
+                        seed,
+                        [99.0, 99.6, 99.5, 99.4],
+                        parameters=4000,
+                        model=5,
+                        order="conv-bn-relu",
+                    ),
+                ):
+                    (Path(tmp) / f"{metrics['config']['candidate']}_seed{seed}.json").write_text(
+                        json.dumps(metrics)
+                    )
             lines = tables.frontier_table(Path(tmp)).splitlines()
-        self.assertEqual(len(lines), 7)   # header, rule, Model 4 and its two sizes, Model 5 and its one
-        self.assertTrue(lines[2].startswith("| Model 4's | 7,788 |") and "(Model 4)" in lines[2] and "| 1–2 |" in lines[2])
+        self.assertEqual(
+            len(lines), 7
+        )  # header, rule, Model 4 and its two sizes, Model 5 and its one
+        self.assertTrue(
+            lines[2].startswith("| Model 4's | 7,788 |")
+            and "(Model 4)" in lines[2]
+            and "| 1–2 |" in lines[2]
+        )
         self.assertEqual(lines[3], "| Model 4's | 5,000 | 8 / 10 | — | 1–2 | 2/2 | 99.47 |")
         self.assertEqual(lines[4], "| Model 4's | 3,000 | 8 / 10 | biases | 1–2 | 0/2 | 99.30 |")
-        self.assertTrue(lines[5].startswith("| Model 5's | 5,936 |") and "(Model 5)" in lines[5] and "| 1–2 |" in lines[5])
-        self.assertEqual(lines[6], "| Model 5's | 4,000 | 8 / 10 | BatchNorm before ReLU | 1–2 | 2/2 | 99.50 |")
+        self.assertTrue(
+            lines[5].startswith("| Model 5's | 5,936 |")
+            and "(Model 5)" in lines[5]
+            and "| 1–2 |" in lines[5]
+        )
+        self.assertEqual(
+            lines[6], "| Model 5's | 4,000 | 8 / 10 | BatchNorm before ReLU | 1–2 | 2/2 | 99.50 |"
+        )
 
-    def test_a_run_is_trained_as_a_recipe_only_with_its_optimizer_schedule_batch_and_augmentation(self):
+    def test_a_run_is_trained_as_a_recipe_only_with_its_optimizer_schedule_batch_and_augmentation(
+        self,
+    ):
         recipe = train.RECIPES[4]
         config = dict(recipe, rotation_degrees=7.0, shift_pixels=2.0, recompute_bn=True)
         self.assertTrue(tables.trained_as(config, recipe))          # testing differently is allowed
@@ -79,11 +120,17 @@ class TestTables(unittest.TestCase):
                        dict(rotation_degrees=10.0), dict(shift_pixels=0.0)):
             with self.subTest(change=change):
                 self.assertFalse(tables.trained_as(dict(config, **change), recipe))
-        self.assertTrue(tables.trained_as(dict(train.RECIPES[1], rotation_degrees=0.0), train.RECIPES[1]))
+        self.assertTrue(
+            tables.trained_as(dict(train.RECIPES[1], rotation_degrees=0.0), train.RECIPES[1])
+        )
 
     def test_a_layer_string_reads_as_channels_per_stage(self):
-        self.assertEqual(tables.channels("8p1 12p1 M 16p1 16p0 M 11p0 10p0"), "8, 12 / 16, 16 / 11, 10")
-        self.assertEqual(tables.channels("8p1 12p1 M 32s1 32s0 M 44s1 44s0"), "8, 12 / 32, 32 / 44, 44")
+        self.assertEqual(
+            tables.channels("8p1 12p1 M 16p1 16p0 M 11p0 10p0"), "8, 12 / 16, 16 / 11, 10"
+        )
+        self.assertEqual(
+            tables.channels("8p1 12p1 M 32s1 32s0 M 44s1 44s0"), "8, 12 / 32, 32 / 44, 44"
+        )
         self.assertEqual(tables.channels("4p1 4p1 4p1"), "4, 4, 4")
 
     def test_seeds_read_as_ranges_of_consecutive_ones(self):
@@ -99,24 +146,38 @@ class TestTables(unittest.TestCase):
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp) / "model3"
             folder.mkdir()
-            for name, metrics in (("seed1", run(1)), ("seed2", run(2)), ("seed3", run(3, dry_run=True)),
-                                  ("seed4", run(4, interrupted=True)), ("seed5", run(5, epochs=2))):
+            for name, metrics in (
+                ("seed1", run(1)),
+                ("seed2", run(2)),
+                ("seed3", run(3, dry_run=True)),
+                ("seed4", run(4, interrupted=True)),
+                ("seed5", run(5, epochs=2)),
+            ):
                 (folder / f"{name}.json").write_text(json.dumps(metrics))
             lines = tables.recipe_summary(Path(tmp), fewest=2).splitlines()
             skipped = tables.not_counted(Path(tmp))
         self.assertEqual(lines[2].split(" | ")[2], "2")   # seeds 1 and 2 only
-        self.assertEqual([(p.as_posix(), why) for p, why in skipped],
-                         [("model3/seed3.json", "a --dry-run"), ("model3/seed4.json", "interrupted (15 of 15 epochs)"),
-                          ("model3/seed5.json", "unfinished (2 of 15 epochs)")])
+        self.assertEqual(
+            [(p.as_posix(), why) for p, why in skipped],
+            [
+                ("model3/seed3.json", "a --dry-run"),
+                ("model3/seed4.json", "interrupted (15 of 15 epochs)"),
+                ("model3/seed5.json", "unfinished (2 of 15 epochs)"),
+            ],
+        )
 
-    def test_a_run_of_another_recipe_or_length_or_a_file_that_is_not_a_run_is_not_counted_and_is_named(self):
+    def test_a_run_of_another_recipe_or_length_or_not_a_run_is_not_counted_and_is_named(self):
         def run(seed, epochs=15, **change):
             config = dict(MODEL3_CONFIG, seed=seed, epochs=epochs, **change)
             return {"config": config, "epochs": [{"test_accuracy": 99.5}] * epochs}
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp) / "model3"
             folder.mkdir()
-            for name, metrics in (("seed1", run(1)), ("seed2", run(2, epochs=1)), ("seed3", run(3, lr=1e30))):
+            for name, metrics in (
+                ("seed1", run(1)),
+                ("seed2", run(2, epochs=1)),
+                ("seed3", run(3, lr=1e30)),
+            ):
                 (folder / f"{name}.json").write_text(json.dumps(metrics))
             (folder / "seed4.json").write_text('{"config": {"model": 3, "ep')   # half written
             (folder / "seed5.json").write_text('[1, 2, 3]')                     # another program's
@@ -132,9 +193,16 @@ class TestTables(unittest.TestCase):
     def test_a_copy_or_a_run_with_a_field_missing_or_not_a_number_is_not_counted_and_is_named(self):
         run = lambda seed, **epoch: {"config": dict(MODEL3_CONFIG, seed=seed, epochs=15),
                                      "epochs": [dict({"test_accuracy": 99.5}, **epoch)] * 15}
-        broken = {"seed21copy": run(21), "seed22": dict(run(22), epochs=[None] * 15),
-                  "seed23": {"config": dict(MODEL3_CONFIG, seed="23", epochs=15), "epochs": run(23)["epochs"]},
-                  "seed24": run(24, test_accuracy=float("nan")), "seed25": {"config": MODEL3_CONFIG}}
+        broken = {
+            "seed21copy": run(21),
+            "seed22": dict(run(22), epochs=[None] * 15),
+            "seed23": {
+                "config": dict(MODEL3_CONFIG, seed="23", epochs=15),
+                "epochs": run(23)["epochs"],
+            },
+            "seed24": run(24, test_accuracy=float("nan")),
+            "seed25": {"config": MODEL3_CONFIG},
+        }
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp) / "model3"
             folder.mkdir()
@@ -160,8 +228,9 @@ class TestTables(unittest.TestCase):
 
     def test_the_command_prints_to_an_ascii_console(self):
         out = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
-        with tempfile.TemporaryDirectory() as tmp, unittest.mock.patch.object(tables, "SVG", Path(tmp) / "a.svg"), \
-                contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        with tempfile.TemporaryDirectory() as tmp, unittest.mock.patch.object(
+            tables, "SVG", Path(tmp) / "a.svg"
+        ), contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
             self.assertEqual(harness.boundary(lambda: tables.main([])), 0)
             out.flush()
             self.assertEqual((Path(tmp) / "a.svg").read_text(), tables.accuracy_svg())
@@ -190,7 +259,10 @@ class TestScreen(unittest.TestCase):
         weights = lambda model: [t for t in model.state_dict().values() if t.is_floating_point()]
         for number, name in ((4, "m3-nodrop-shift2"), (5, "p5936-bnrelu-batch64-shift1")):
             with self.subTest(model=number):
-                self.assertEqual(dict(train.RECIPES[3], **screen.CANDIDATES[name]["recipe"]), train.RECIPES[number])
+                self.assertEqual(
+                    dict(train.RECIPES[3], **screen.CANDIDATES[name]["recipe"]),
+                    train.RECIPES[number],
+                )
                 self.assertEqual(screen.CANDIDATES[name]["layers"], tables.LAYERS[number])
                 torch.manual_seed(0)
                 model = MODELS[number]()
@@ -230,7 +302,9 @@ class TestScreen(unittest.TestCase):
         def run(args, model_class, train_split, test_split, log):
             seen.update(model=model_class, lr=args.lr, record=log.record)
             raise harness.Failure("stop here", 2)
-        with unittest.mock.patch.object(train, "run", run), contextlib.redirect_stderr(io.StringIO()):
+        with unittest.mock.patch.object(train, "run", run), contextlib.redirect_stderr(
+            io.StringIO()
+        ):
             self.assertEqual(screen.main(["p5936-lr04", "--dry-run"]), 2)
         self.assertEqual(count_parameters(seen["model"]())[0], 5936)
         self.assertEqual(seen["lr"], 0.04)
@@ -253,14 +327,21 @@ class TestCommittedResults(unittest.TestCase):
                 self.assertFalse(run["config"]["dry_run"])
                 self.assertEqual(tables.finished(run, path), not path.stem.endswith("_stopped"))
                 if tables.finished(run, path):
-                    self.assertEqual(run["result"]["target_met"], train.target_met(tables.test_accuracies(run)))
+                    self.assertEqual(
+                        run["result"]["target_met"], train.target_met(tables.test_accuracies(run))
+                    )
                 if run["config"].get("recompute_bn"):
                     self.assertEqual(run["result"]["target_met_trained_statistics"],
                                      train.target_met(tables.as_trained(run)))
 
     def test_the_runs_of_each_recipe_follow_it_on_the_seeds_the_readme_names(self):
-        expected_seeds = {1: [*range(1, 4)], 2: [*range(1, 4)], 3: [*range(1, 51)], 4: [*range(1, 51)],
-                          5: [*range(1, 51)]}
+        expected_seeds = {
+            1: [*range(1, 4)],
+            2: [*range(1, 4)],
+            3: [*range(1, 51)],
+            4: [*range(1, 51)],
+            5: [*range(1, 51)],
+        }
         self.assertEqual(sorted(expected_seeds), sorted(train.RECIPES))
         for model, expected in expected_seeds.items():
             runs = tables.model_runs(model)
@@ -268,7 +349,9 @@ class TestCommittedResults(unittest.TestCase):
             for run in runs:
                 config = run["config"]
                 with self.subTest(model=model, seed=config["seed"]):
-                    self.assertTrue((tables.RESULTS / f"model{model}" / f"seed{config['seed']}.log").is_file())
+                    self.assertTrue(
+                        (tables.RESULTS / f"model{model}" / f"seed{config['seed']}.log").is_file()
+                    )
                     self.assertEqual(config["model"], model)
                     self.assertEqual(config["parameters"], count_parameters(MODELS[model]())[0])
                     recipe = train.RECIPES[model]
@@ -278,11 +361,17 @@ class TestCommittedResults(unittest.TestCase):
                                      train.RECOMPUTE_IMAGES if recipe["recompute_bn"] else 0)
 
     def test_model5s_runs_repeat_the_screens_runs_of_its_design_epoch_for_epoch(self):
-        """So the screen's choice and its confirmation are Model 5's own numbers (results/README.md)."""
-        screened = {run["config"]["seed"]: run for folder in (tables.SCREEN_6000, tables.CONFIRM_6000)
-                    for _, run in tables.metrics_files(folder, "p5936-bnrelu-batch64-shift1_seed*.json")}
-        numbers = lambda run: [(e["train_loss"], e["train_accuracy"], e["test_loss"], e["test_correct"])
-                               for e in run["epochs"]]
+        """So the screen's choice and its confirmation are Model 5's own numbers
+        (results/README.md)."""
+        screened = {
+            run["config"]["seed"]: run
+            for folder in (tables.SCREEN_6000, tables.CONFIRM_6000)
+            for _, run in tables.metrics_files(folder, "p5936-bnrelu-batch64-shift1_seed*.json")
+        }
+        numbers = lambda run: [
+            (e["train_loss"], e["train_accuracy"], e["test_loss"], e["test_correct"])
+            for e in run["epochs"]
+        ]
         runs = [run for run in tables.model_runs(5) if run["config"]["seed"] in screened]
         self.assertEqual([run["config"]["seed"] for run in runs], sorted(screened))
         for run in runs:
