@@ -28,6 +28,8 @@ from train import TARGET_ACCURACY, TARGET_EPOCHS, target_met
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 SVG = RESULTS / "accuracy.svg"
+CURVES = RESULTS / "curves.svg"   # plot.py's picture of one committed run, shown in README.md
+CURVES_RUN = RESULTS / "model5" / "seed1.json"
 FRONTIER = RESULTS / "frontier"   # designs smaller than Models 4 and 5, run by lab/screen.py
 SCREEN_6000 = RESULTS / "screen-6000"   # the screen for the promise at 6,000 parameters or fewer
 CONFIRM_6000 = RESULTS / "confirm-6000"   # its choice on fresh seeds, which choose nothing
@@ -182,30 +184,37 @@ def met_and_level(runs, accuracies):
     return f"{met}/{len(runs)}", f"{statistics.mean(level(t) for t in tests):.2f}"
 
 
+def models_table():
+    """Per model, for the README's opening: its parameters and the share of its seeds that met
+    the target."""
+    lines = [row("Model", "Parameters", "Seeds that met the target"), "|---|---|---|"]
+    for model, runs in models_with_runs():
+        met = sum(target_met(test_accuracies(run)) for run in runs)
+        lines.append(row(model, f"{runs[0]['config']['parameters']:,}",
+                         f"{met} of {len(runs)} ({100 * met / len(runs):.0f}%)"))
+    return "\n".join(lines)
+
+
 def headline_table(fresh=FRESH_SEEDS):
-    """Per model: the seeds run, how many met the target, and the level averaged over seeds, as
-    the recipe tests, and for Models 2 and 3, which test with BatchNorm statistics recomputed, with
-    the statistics as trained too (the write-up's way; Models 1, 4 and 5 test so already). For the
-    models in `fresh`, also how many of its fresh seeds met it: seeds that played no part in
-    choosing the layers or the recipe."""
-    lines = ["| Model | Parameters | Seeds | Target met | Level % | Target met, fresh seeds "
-             "| Target met, statistics as trained | Level as trained % |",
-             "|---|---|---|---|---|---|---|---|"]
+    """Per model: the seeds run and the devices they ran on, how many met the target, and the
+    level averaged over seeds, as the recipe tests, and for Models 2 and 3, which test with
+    BatchNorm statistics recomputed, with the statistics as trained too (the write-up's way;
+    Models 1, 4 and 5 test so already). For the models in `fresh`, also how many of its fresh
+    seeds met it: seeds that played no part in choosing the layers or the recipe."""
+    lines = [row("Model", "Parameters", "Seeds", "Devices", "Target met", "Level %",
+                 "Target met, fresh seeds", "Target met, statistics as trained",
+                 "Level as trained %"), "|---|---|---|---|---|---|---|---|---|"]
     for model, runs in models_with_runs():
         met, level_ = met_and_level(runs, test_accuracies)
-        trained_met, trained_level = (
-            met_and_level(runs, as_trained) if train.RECIPES[model]["recompute_bn"] else ("—", "—")
-        )
+        trained_met, trained_level = ("—", "—")
+        if train.RECIPES[model]["recompute_bn"]:
+            trained_met, trained_level = met_and_level(runs, as_trained)
         confirmed = [run for run in runs if run["config"]["seed"] in fresh.get(model, ())]
-        confirmed_met = (
-            f"{met_and_level(confirmed, test_accuracies)[0]} ({seeds(confirmed)})"
-            if confirmed
-            else "—"
-        )
-        lines.append(
-            f"| {model} | {runs[0]['config']['parameters']:,} | {seeds(runs)} | {met} | {level_} "
-            f"| {confirmed_met} | {trained_met} | {trained_level} |"
-        )
+        confirmed_met = "—"
+        if confirmed:
+            confirmed_met = f"{met_and_level(confirmed, test_accuracies)[0]} ({seeds(confirmed)})"
+        lines.append(row(model, f"{runs[0]['config']['parameters']:,}", seeds(runs), devices(runs),
+                         met, level_, confirmed_met, trained_met, trained_level))
     return "\n".join(lines)
 
 
@@ -446,7 +455,7 @@ def readme_tables():
         screen_table(CONFIRM_5000),
         screen_table(SCREEN_4500),
     ]
-    return {RESULTS.parent / "README.md": [headline_table()],
+    return {RESULTS.parent / "README.md": [models_table(), headline_table()],
             RESULTS / "README.md": [table for table in notebook if len(table.splitlines()) > 2]}
 
 
@@ -486,6 +495,8 @@ def main(argv):
     for path, why in not_counted():
         print(f"not counted: results/{path.as_posix()}: {why}", file=sys.stderr)
     harness.write_atomically(SVG, lambda f: f.write(accuracy_svg().encode("utf-8")))
+    curves = plot.curves(read_run(CURVES_RUN), CURVES_RUN.name)
+    harness.write_atomically(CURVES, lambda f: f.write(curves.encode("utf-8")))
     if args.write:   # rewrite both READMEs' tables in place, then print them
         rewrite_readmes()
     for title, text in (

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 import harness
+import plot
 import train
 from lab import screen, tables
 from models import MODELS, count_parameters, summary
@@ -386,3 +387,6 @@ class TestCommittedResults(unittest.TestCase):
                     self.assertIn(table, text)
         self.assertIn("results/accuracy.svg", (HERE / "README.md").read_text())
         self.assertEqual(tables.SVG.read_text(), tables.accuracy_svg())
+        self.assertIn("results/curves.svg", (HERE / "README.md").read_text())   # plot.py's picture
+        self.assertEqual(tables.CURVES.read_text(),
+                         plot.curves(tables.read_run(tables.CURVES_RUN), tables.CURVES_RUN.name))
