@@ -28,6 +28,9 @@ from train import TARGET_ACCURACY, TARGET_EPOCHS, target_met
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 SVG = RESULTS / "accuracy.svg"
+RELIABILITY = RESULTS / "reliability.svg"   # what reliability costs in parameters
+SIZES = (3000, 3500, 4000, 4500)   # the sizes the screen at 4,500 parameters or fewer looked at
+PUBLIC = "f3762-shift2"   # the smallest public design that claims 99.4%: its layers, Model 4's recipe
 CURVES = RESULTS / "curves.svg"   # plot.py's picture of one committed run, shown in README.md
 CURVES_RUN = RESULTS / "model5" / "seed1.json"
 FRONTIER = RESULTS / "frontier"   # designs smaller than Models 4 and 5, run by lab/screen.py
@@ -441,6 +444,59 @@ def accuracy_svg(models=(3, 4, 5), low=98.8, high=99.7):
     return plot.document(len(models) * (width + gap) - gap, height, elements)
 
 
+def reliability_points(fewest=10):
+    """(label, parameters, met, seeds, level) for Models 3 to 5 over all their seeds, for the best
+    design (highest level) within 250 parameters of each of SIZES among the candidates run on at
+    least `fewest` seeds, and for the public 3,762-parameter layers."""
+    designs = {}
+    for folder in (FRONTIER, CONFIRM_5000, SCREEN_4500):
+        for name, runs in candidate_runs(folder).items():
+            designs.setdefault(name, []).extend(runs)
+    point = lambda label, runs: (label, runs[0]["config"]["parameters"],
+                                 sum(target_met(test_accuracies(run)) for run in runs), len(runs),
+                                 statistics.mean(level(test_accuracies(run)) for run in runs))
+    points = [point(f"Model {m}", model_runs(m)) for m in (3, 4, 5) if model_runs(m)]
+    for size in SIZES:
+        near = [(name, runs) for name, runs in designs.items() if name != PUBLIC
+                and len(runs) >= fewest and abs(runs[0]["config"]["parameters"] - size) <= 250]
+        if near:
+            name, runs = max(near, key=lambda pair: point(*pair)[4])
+            points.append(point(f"{runs[0]['config']['parameters']:,}", runs))
+    if len(designs.get(PUBLIC, [])) >= fewest:
+        points.append(point("public 3,762", designs[PUBLIC]))
+    return points
+
+
+def reliability_svg(low=2500, high=8000):
+    """Parameters across, the share of seeds that met the target up: one point per design of
+    reliability_points, labelled with its seeds met; 19 seeds in 20 dashed."""
+    width, height, x0, y0, inner_w, inner_h = 620, 320, 50, 30, 550, 240
+    x = lambda parameters: x0 + inner_w * (parameters - low) / (high - low)
+    y = lambda share: y0 + inner_h * (1 - share)
+    out = [plot.element("text", "What reliability costs: the share of seeds that met the target",
+                        x=x0, y=18, font_size=13)]
+    for share in (0, 0.25, 0.5, 0.75, 1):
+        out += [plot.element("line", x1=x0, x2=x0 + inner_w, y1=y(share), y2=y(share), stroke="#ddd"),
+                plot.element("text", f"{share:.0%}", x=x0 - 4, y=y(share) + 4, text_anchor="end")]
+    for parameters in range(low, high + 1, 500):
+        out.append(plot.element("text", f"{parameters:,}", x=x(parameters), y=y0 + inner_h + 16,
+                                text_anchor="middle"))
+    out += [plot.element("text", "parameters", x=x0 + inner_w / 2, y=height - 6,
+                         text_anchor="middle"),
+            plot.element("line", x1=x0, x2=x0 + inner_w, y1=y(0.95), y2=y(0.95), stroke="black",
+                         stroke_dasharray="4 3"),
+            plot.element("text", "19 seeds in 20", x=x0 + 4, y=y(0.95) - 4)]
+    for label, parameters, met, seeds_run, level_ in reliability_points():
+        colour = "#3465a4" if met / seeds_run >= 0.95 else "#cc0000"
+        out += [plot.element("circle", cx=f"{x(parameters):.1f}", cy=f"{y(met / seeds_run):.1f}",
+                             r=4, fill=colour),
+                plot.element("text", f"{label}: {met}/{seeds_run}",
+                             x=f"{x(parameters) + (-6 if parameters > 6500 else 6):.1f}",
+                             y=f"{y(met / seeds_run) + 14:.1f}",
+                             text_anchor="end" if parameters > 6500 else "start")]
+    return plot.document(width, height, out)
+
+
 def readme_tables():
     """Each README and the tables it holds (a table of no runs yet is not held)."""
     notebook = [
@@ -495,6 +551,7 @@ def main(argv):
     for path, why in not_counted():
         print(f"not counted: results/{path.as_posix()}: {why}", file=sys.stderr)
     harness.write_atomically(SVG, lambda f: f.write(accuracy_svg().encode("utf-8")))
+    harness.write_atomically(RELIABILITY, lambda f: f.write(reliability_svg().encode("utf-8")))
     curves = plot.curves(read_run(CURVES_RUN), CURVES_RUN.name)
     harness.write_atomically(CURVES, lambda f: f.write(curves.encode("utf-8")))
     if args.write:   # rewrite both READMEs' tables in place, then print them

@@ -387,6 +387,8 @@ class TestCommittedResults(unittest.TestCase):
                     self.assertIn(table, text)
         self.assertIn("results/accuracy.svg", (HERE / "README.md").read_text())
         self.assertEqual(tables.SVG.read_text(), tables.accuracy_svg())
+        self.assertEqual(tables.RELIABILITY.read_text(), tables.reliability_svg())
+        self.assertIn("results/reliability.svg", (HERE / "README.md").read_text())
         self.assertIn("results/curves.svg", (HERE / "README.md").read_text())   # plot.py's picture
         self.assertEqual(tables.CURVES.read_text(),
                          plot.curves(tables.read_run(tables.CURVES_RUN), tables.CURVES_RUN.name))
