@@ -11,10 +11,11 @@ a 2x2 max-pool; after the last token come global average pooling and a linear la
 digits. A block is conv, ReLU, BatchNorm (the write-up's order) or conv, BatchNorm, ReLU, then
 Dropout where the candidate has it. Its recipe is Model 3's with the changes it names. The run is
 train.train_candidate: train.py's run with the candidate and its recipe in Model 4's place, and
-the metrics file records the candidate's name and layers beside the rest. The results and the rules that chose among them
-are in results/README.md: `m3-...` and the others without a prefix were the candidates for Model 4
-(results/screen/), `f...` its frontier (results/frontier/), `p...` the screen at 6,000 parameters
-or fewer (results/screen-6000/), `q...` the screen at 4,500 or fewer (results/screen-4500/).
+the metrics file records the candidate's name and layers beside the rest. The results and the
+rules that chose among them are in results/README.md: `m3-...` and the others without a prefix
+were the candidates for Model 4 (results/screen/), `f...` its frontier (results/frontier/),
+`p...` the screen at 6,000 parameters or fewer (results/screen-6000/), `q...` the screen at
+4,500 or fewer (results/screen-4500/).
 """
 import re
 import sys

@@ -30,7 +30,7 @@ RESULTS = Path(__file__).resolve().parent.parent / "results"
 SVG = RESULTS / "accuracy.svg"
 RELIABILITY = RESULTS / "reliability.svg"   # what reliability costs in parameters
 SIZES = (3000, 3500, 4000, 4500)   # the sizes the screen at 4,500 parameters or fewer looked at
-PUBLIC = "f3762-shift2"   # the smallest public design that claims 99.4%: its layers, Model 4's recipe
+PUBLIC = "f3762-shift2"   # the smallest public design claiming 99.4%: its layers, Model 4's recipe
 CURVES = RESULTS / "curves.svg"   # plot.py's picture of one committed run, shown in README.md
 CURVES_RUN = RESULTS / "model5" / "seed1.json"
 FRONTIER = RESULTS / "frontier"   # designs smaller than Models 4 and 5, run by lab/screen.py
@@ -476,7 +476,8 @@ def reliability_svg(low=2500, high=8000):
     out = [plot.element("text", "What reliability costs: the share of seeds that met the target",
                         x=x0, y=18, font_size=13)]
     for share in (0, 0.25, 0.5, 0.75, 1):
-        out += [plot.element("line", x1=x0, x2=x0 + inner_w, y1=y(share), y2=y(share), stroke="#ddd"),
+        out += [plot.element("line", x1=x0, x2=x0 + inner_w, y1=y(share), y2=y(share),
+                             stroke="#ddd"),
                 plot.element("text", f"{share:.0%}", x=x0 - 4, y=y(share) + 4, text_anchor="end")]
     for parameters in range(low, high + 1, 500):
         out.append(plot.element("text", f"{parameters:,}", x=x(parameters), y=y0 + inner_h + 16,
