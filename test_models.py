@@ -278,17 +278,8 @@ def start_training(tmp, metrics, *extra, **popen):
     minutes, a safety net for a busy machine, not a speed limit) for its first finished epoch."""
     child = subprocess.Popen(
         [
-            sys.executable,
-            str(HERE / "train.py"),
-            "--model",
-            "1",
-            "--epochs",
-            "100000",
-            "--data-dir",
-            str(tmp / "data"),
-            "--metrics",
-            str(metrics),
-            *extra,
+            sys.executable, str(HERE / "train.py"), "--model", "1", "--epochs", "100000",
+            "--data-dir", str(tmp / "data"), "--metrics", str(metrics), *extra,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -358,10 +349,7 @@ class TestModelsAndSummary(unittest.TestCase):
 
     def test_summary_equals_the_write_up_and_our_models_own(self):
         for number, golden in (
-            (1, GOLDEN_MODEL1),
-            (2, GOLDEN_MODEL2),
-            (3, GOLDEN_MODEL3),
-            (4, GOLDEN_MODEL4),
+            (1, GOLDEN_MODEL1), (2, GOLDEN_MODEL2), (3, GOLDEN_MODEL3), (4, GOLDEN_MODEL4),
             (5, GOLDEN_MODEL5),
         ):
             with self.subTest(model=number):
@@ -586,13 +574,7 @@ class TestData(TinyData):
                 metrics = self.tmp / "m.json"
                 code, _, err = run_main(
                     [
-                        "--model",
-                        "1",
-                        "--epochs",
-                        "1",
-                        "--data-dir",
-                        str(data_dir),
-                        "--metrics",
+                        "--model", "1", "--epochs", "1", "--data-dir", str(data_dir), "--metrics",
                         str(metrics),
                     ]
                 )
@@ -649,11 +631,7 @@ class TestTraining(TinyData):
         modules' own do."""
         pasted = {"torch": torch, "nn": nn, "F": torch.nn.functional}
         for source in (
-            models.Net,
-            models.conv_bn_relu,
-            models.Model5,
-            train.train_epoch,
-            train.evaluate,
+            models.Net, models.conv_bn_relu, models.Model5, train.train_epoch, train.evaluate,
             train.recompute_batchnorm_statistics,
         ):
             exec(inspect.getsource(source), pasted)
@@ -831,25 +809,11 @@ class TestCommandLine(TinyData):
 
     def test_bad_arguments_exit_2_with_one_line(self):
         cases = [
-            ["--model", "9"],
-            ["--epochs", "0"],
-            ["--batch-size", "0"],
-            ["--lr", "0"],
-            ["--lr", "-1"],
-            ["--gamma", "0"],
-            ["--momentum", "-0.5"],
-            ["--momentum", "1"],
-            ["--momentum", "5"],
-            ["--rotation", "0"],
-            ["--rotation", "400"],
-            ["--epochs", "x"],
-            ["--device", "tpu"],
-            ["--lr", "inf"],
-            ["--lr", "nan"],
-            ["--weight-decay", "inf"],
-            ["--seed", "99999999999999999999"],
-            ["--seed", "9" * 400],
-            ["--seed", "-1"],
+            ["--model", "9"], ["--epochs", "0"], ["--batch-size", "0"], ["--lr", "0"],
+            ["--lr", "-1"], ["--gamma", "0"], ["--momentum", "-0.5"], ["--momentum", "1"],
+            ["--momentum", "5"], ["--rotation", "0"], ["--rotation", "400"], ["--epochs", "x"],
+            ["--device", "tpu"], ["--lr", "inf"], ["--lr", "nan"], ["--weight-decay", "inf"],
+            ["--seed", "99999999999999999999"], ["--seed", "9" * 400], ["--seed", "-1"],
             ["--no-augment", "--shift", "2"],
             ["--model", "1", "--rotation", "5"],  # unused
             ["--model", "3", "--no-augment", "--rotation", "5"],
@@ -868,10 +832,8 @@ class TestCommandLine(TinyData):
 
     def test_numbers_beyond_float32_exit_2_with_one_line_also_where_the_schedule_reaches_them(self):
         for extra, words in (
-            (["--lr", "1e39"], "float32"),
-            (["--weight-decay", "1e39"], "float32"),
-            (["--momentum", "1e39"], "float32"),
-            (["--gamma", "3.5e38"], "float32"),
+            (["--lr", "1e39"], "float32"), (["--weight-decay", "1e39"], "float32"),
+            (["--momentum", "1e39"], "float32"), (["--gamma", "3.5e38"], "float32"),
             (["--gamma", "3e38", "--step-size", "1", "--epochs", "15"], "--gamma"),
             (["--lr", "1e30", "--gamma", "10", "--step-size", "1", "--epochs", "15"], "--gamma"),
         ):
@@ -882,12 +844,7 @@ class TestCommandLine(TinyData):
         metrics = self.tmp / "m.json"
         code, _, err = run_main(
             self.args(
-                "--dry-run",
-                "--epochs",
-                "1",
-                "--test-batch-size",
-                str(10**9),
-                "--metrics",
+                "--dry-run", "--epochs", "1", "--test-batch-size", str(10**9), "--metrics",
                 str(metrics),
             )
         )
@@ -940,14 +897,10 @@ class TestFilesAndSignals(TinyData):
         same = str(self.tmp / "both.out")
         for flag in ("--metrics", "--save-model"):
             cases = [
-                [flag, ""],
-                [flag, str(self.tmp / "new") + os.sep],
-                [flag, str(self.tmp / "sub") + os.sep],
-                [flag, str(self.tmp)],
-                [flag, str(self.tmp / "no-such-folder" / "x")],
-                [flag, str(self.tmp / "fifo")],
-                [flag, str(labels)],
-                [flag, str(self.tmp / ("x" * 300))],
+                [flag, ""], [flag, str(self.tmp / "new") + os.sep],
+                [flag, str(self.tmp / "sub") + os.sep], [flag, str(self.tmp)],
+                [flag, str(self.tmp / "no-such-folder" / "x")], [flag, str(self.tmp / "fifo")],
+                [flag, str(labels)], [flag, str(self.tmp / ("x" * 300))],
                 [flag, str(self.tmp / "a\nfolder" / "x")],
             ]
             for extra in cases:
@@ -1013,12 +966,7 @@ class TestFilesAndSignals(TinyData):
                 try:
                     code, _, err = run_main(
                         self.args(
-                            "--dry-run",
-                            "--epochs",
-                            "1",
-                            "--metrics",
-                            str(metrics),
-                            "--save-model",
+                            "--dry-run", "--epochs", "1", "--metrics", str(metrics), "--save-model",
                             str(weights),
                         )
                     )
@@ -1119,11 +1067,8 @@ class TestFilesAndSignals(TinyData):
         (slow / "torch" / "__init__.py").write_text(
             f"import time\nopen({str(self.tmp / 'loading')!r}, 'w').close()\ntime.sleep(60)\n")
         child = subprocess.Popen(
-            [sys.executable, str(HERE / "train.py"), "--dry-run"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=dict(os.environ, PYTHONPATH=str(slow)),
+            [sys.executable, str(HERE / "train.py"), "--dry-run"], stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(slow)),
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         deadline = time.monotonic() + 900
@@ -1209,14 +1154,8 @@ class TestErrorsPicture(unittest.TestCase):
         cls.weights = cls.tmp / "m.pt"
         code, _, err = run_main(
             [
-                "--model",
-                "1",
-                "--epochs",
-                "1",
-                "--data-dir",
-                str(cls.tmp / "data"),
-                "--save-model",
-                str(cls.weights),
+                "--model", "1", "--epochs", "1", "--data-dir", str(cls.tmp / "data"),
+                "--save-model", str(cls.weights),
             ]
         )  # a few steps: some right, some wrong
         assert code == 0, err
@@ -1288,8 +1227,7 @@ class TestErrorsPicture(unittest.TestCase):
         torch.save(MODELS[1](), module)            # a whole pickled module, not a state_dict
         before = self.weights.read_bytes()
         cases = [
-            [str(self.weights), "--model", "3"],
-            [str(text), "--model", "1"],
+            [str(self.weights), "--model", "3"], [str(text), "--model", "1"],
             [str(module), "--model", "1"],
             [str(self.weights), "--model", "1", "--out", str(self.tmp / "no" / "e.svg")],
             [str(self.weights), "--model", "1", "--out", str(self.weights)],
@@ -1380,15 +1318,8 @@ class TestErrorsPicture(unittest.TestCase):
         out_svg = self.tmp / "ascii.svg"
         result = subprocess.run(
             [
-                sys.executable,
-                str(HERE / "plot.py"),
-                str(self.weights),
-                "--model",
-                "1",
-                "--data-dir",
-                str(self.tmp / "data"),
-                "--out",
-                str(out_svg),
+                sys.executable, str(HERE / "plot.py"), str(self.weights), "--model", "1",
+                "--data-dir", str(self.tmp / "data"), "--out", str(out_svg),
             ],
             capture_output=True,
             env=dict(os.environ, LC_ALL="C", LANG="C", PYTHONIOENCODING="ascii", PYTHONUTF8="0"),

@@ -66,19 +66,12 @@ CANDIDATES = {
     # A public single-run design's layers (3,762 parameters): nine convolutions with bias, conv ->
     # BatchNorm -> ReLU -> Dropout 0.01, so it tests with recomputed statistics, as Model 3 does.
     "f3762-shift2": dict(
-        layers="4p1 4p1 4p1 M 8p1 8p1 8p1 M 8p1 8p1 8p1",
-        order="conv-bn-relu",
-        dropout=0.01,
-        conv_bias=True,
-        fc_bias=True,
-        recipe=dict(shift=2.0),
+        layers="4p1 4p1 4p1 M 8p1 8p1 8p1 M 8p1 8p1 8p1", order="conv-bn-relu", dropout=0.01,
+        conv_bias=True, fc_bias=True, recipe=dict(shift=2.0),
     ),
     "f3762-nodrop-shift2": dict(
-        layers="4p1 4p1 4p1 M 8p1 8p1 8p1 M 8p1 8p1 8p1",
-        order="conv-bn-relu",
-        conv_bias=True,
-        fc_bias=True,
-        recipe=dict(NO_DROPOUT, shift=2.0),
+        layers="4p1 4p1 4p1 M 8p1 8p1 8p1 M 8p1 8p1 8p1", order="conv-bn-relu", conv_bias=True,
+        fc_bias=True, recipe=dict(NO_DROPOUT, shift=2.0),
     ),
     "f3786-nodrop-shift2": dict(
         layers="6p1 8p1 M 8p1 10p0 M 10p0 10p0", recipe=dict(NO_DROPOUT, shift=2.0)
@@ -128,15 +121,13 @@ CANDIDATES = {
     **{
         name: dict(layers=layers, order="conv-bn-relu", recipe=dict(MODEL5_RECIPE, **change))
         for name, layers, change in [
-            ("q4462", Q4462, {}),
-            ("q4440-late8", "8p1 8p1 M 12p1 12p0 M 8p0 8p0", {}),
+            ("q4462", Q4462, {}), ("q4440-late8", "8p1 8p1 M 12p1 12p0 M 8p0 8p0", {}),
             ("q4448-gap4", "8p1 8p1 M 12p1 12p0 M 13p0", {}),
             ("q4324-1x1", "8p1 8p1 M 10p1 12p0 M 14p0 10k1p0", {}),
             ("q4404-pool1", "8p1 M 10p1 10p1 10p0 M 10p0 8p0", {}),
             ("q4462-batch128", Q4462, dict(batch_size=128, lr=0.08)),
             ("q4462-wd1e4", Q4462, dict(weight_decay=1e-4)),
-            ("q4462-step7", Q4462, dict(step_size=7)),
-            ("q4462-rot3", Q4462, dict(rotation=3.0)),
+            ("q4462-step7", Q4462, dict(step_size=7)), ("q4462-rot3", Q4462, dict(rotation=3.0)),
             ("q4076", "8p1 8p1 M 10p1 10p0 M 10p0 8p0", {}),
             ("q3582", "6p1 8p1 M 8p1 10p0 M 10p0 8p0", {}),
             ("q2998", "6p1 6p1 M 8p1 10p0 M 8p0 8p0", {}),
@@ -163,12 +154,8 @@ class Candidate(nn.Sequential):
             else:
                 conv = nn.Sequential(
                     nn.Conv2d(
-                        channels,
-                        channels,
-                        kernel_size=(size, size),
-                        padding=padding,
-                        groups=channels,
-                        bias=False,
+                        channels, channels, kernel_size=(size, size), padding=padding,
+                        groups=channels, bias=False,
                     ),
                     nn.Conv2d(channels, out, kernel_size=(1, 1), bias=conv_bias),
                 )
@@ -180,10 +167,7 @@ class Candidate(nn.Sequential):
             blocks.append(nn.Sequential(conv, *norm, *([nn.Dropout(dropout)] if dropout else [])))
             channels = out
         super().__init__(
-            *blocks,
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-            nn.Linear(channels, 10, bias=fc_bias),
+            *blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, 10, bias=fc_bias),
             nn.LogSoftmax(dim=-1),
         )
 

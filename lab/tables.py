@@ -306,10 +306,8 @@ def recipe_summary(folder=RESULTS, fewest=3):
             levels = [level(t) for t in tests]
             cells.append(
                 (
-                    sum(target_met(t) for t in tests),
-                    statistics.mean(levels),
-                    statistics.stdev(levels),
-                    min(min(t[-TARGET_EPOCHS:]) for t in tests),
+                    sum(target_met(t) for t in tests), statistics.mean(levels),
+                    statistics.stdev(levels), min(min(t[-TARGET_EPOCHS:]) for t in tests),
                 )
             )
         (met, mean, spread, lowest), (met_trained, mean_trained, _, _) = cells
@@ -501,16 +499,9 @@ def reliability_svg(low=2500, high=8000):
 def readme_tables():
     """Each README and the tables it holds (a table of no runs yet is not held)."""
     notebook = [
-        runs_table(),
-        search_table(),
-        recipe_summary(),
-        screen_table(),
-        screen_table(FRONTIER),
-        frontier_table(),
-        screen_table(SCREEN_6000),
-        screen_table(CONFIRM_6000),
-        screen_table(CONFIRM_5000),
-        screen_table(SCREEN_4500),
+        runs_table(), search_table(), recipe_summary(), screen_table(), screen_table(FRONTIER),
+        frontier_table(), screen_table(SCREEN_6000), screen_table(CONFIRM_6000),
+        screen_table(CONFIRM_5000), screen_table(SCREEN_4500),
     ]
     return {RESULTS.parent / "README.md": [models_table(), headline_table()],
             RESULTS / "README.md": [table for table in notebook if len(table.splitlines()) > 2]}
@@ -558,12 +549,9 @@ def main(argv):
     if args.write:   # rewrite both READMEs' tables in place, then print them
         rewrite_readmes()
     for title, text in (
-        ("headline (README.md)", headline_table()),
-        ("runs of the recipes", runs_table()),
-        ("recipe search", search_table()),
-        ("recipes over seeds", recipe_summary()),
-        ("the screen for Model 4", screen_table()),
-        ("the frontier", screen_table(FRONTIER)),
+        ("headline (README.md)", headline_table()), ("runs of the recipes", runs_table()),
+        ("recipe search", search_table()), ("recipes over seeds", recipe_summary()),
+        ("the screen for Model 4", screen_table()), ("the frontier", screen_table(FRONTIER)),
         ("the frontier, per size (results/README.md)", frontier_table()),
         ("the screen at 6,000 parameters or fewer", screen_table(SCREEN_6000)),
         ("its choice on seeds 31-50", screen_table(CONFIRM_6000)),

@@ -59,14 +59,8 @@ class TestTables(unittest.TestCase):
         def run(name, seed, tests, parameters=5000, model=4, **changes):
             recipe = train.RECIPES[model]
             config = dict(
-                recipe,
-                candidate=name,
-                model=4,
-                seed=seed,
-                epochs=15,
-                parameters=parameters,
-                layers="8p1 M 10p0",
-                rotation_degrees=recipe["rotation"],
+                recipe, candidate=name, model=4, seed=seed, epochs=15, parameters=parameters,
+                layers="8p1 M 10p0", rotation_degrees=recipe["rotation"],
                 shift_pixels=recipe["shift"],
             )
             config.update(changes)
@@ -80,11 +74,7 @@ class TestTables(unittest.TestCase):
                     run("best-but-other-shift", seed, [99.6] * 4, shift_pixels=3.0),
                     run("small", seed, [99.0, 99.3, 99.3, 99.3], parameters=3000, conv_bias=True),
                     run(
-                        "on-model5s",
-                        seed,
-                        [99.0, 99.6, 99.5, 99.4],
-                        parameters=4000,
-                        model=5,
+                        "on-model5s", seed, [99.0, 99.6, 99.5, 99.4], parameters=4000, model=5,
                         order="conv-bn-relu",
                     ),
                 ):
@@ -148,11 +138,8 @@ class TestTables(unittest.TestCase):
             folder = Path(tmp) / "model3"
             folder.mkdir()
             for name, metrics in (
-                ("seed1", run(1)),
-                ("seed2", run(2)),
-                ("seed3", run(3, dry_run=True)),
-                ("seed4", run(4, interrupted=True)),
-                ("seed5", run(5, epochs=2)),
+                ("seed1", run(1)), ("seed2", run(2)), ("seed3", run(3, dry_run=True)),
+                ("seed4", run(4, interrupted=True)), ("seed5", run(5, epochs=2)),
             ):
                 (folder / f"{name}.json").write_text(json.dumps(metrics))
             lines = tables.recipe_summary(Path(tmp), fewest=2).splitlines()
