@@ -118,21 +118,22 @@ CANDIDATES = {
     ),
     # The promise at 4,500 parameters or fewer: conv -> BatchNorm -> ReLU on Model 5's recipe, with
     # the layers or the recipe value each name says.
-    **{
-        name: dict(layers=layers, order="conv-bn-relu", recipe=dict(MODEL5_RECIPE, **change))
-        for name, layers, change in [
-            ("q4462", Q4462, {}), ("q4440-late8", "8p1 8p1 M 12p1 12p0 M 8p0 8p0", {}),
-            ("q4448-gap4", "8p1 8p1 M 12p1 12p0 M 13p0", {}),
-            ("q4324-1x1", "8p1 8p1 M 10p1 12p0 M 14p0 10k1p0", {}),
-            ("q4404-pool1", "8p1 M 10p1 10p1 10p0 M 10p0 8p0", {}),
-            ("q4462-batch128", Q4462, dict(batch_size=128, lr=0.08)),
-            ("q4462-wd1e4", Q4462, dict(weight_decay=1e-4)),
-            ("q4462-step7", Q4462, dict(step_size=7)), ("q4462-rot3", Q4462, dict(rotation=3.0)),
-            ("q4076", "8p1 8p1 M 10p1 10p0 M 10p0 8p0", {}),
-            ("q3582", "6p1 8p1 M 8p1 10p0 M 10p0 8p0", {}),
-            ("q2998", "6p1 6p1 M 8p1 10p0 M 8p0 8p0", {}),
-        ]
-    },
+    **{name: dict(layers=layers, order="conv-bn-relu", recipe=dict(MODEL5_RECIPE, **change))
+       for name, layers, change in [
+           ("q4462", Q4462, {}),
+           ("q4440-late8", "8p1 8p1 M 12p1 12p0 M 8p0 8p0", {}),
+           ("q4448-gap4", "8p1 8p1 M 12p1 12p0 M 13p0", {}),
+           ("q4324-1x1", "8p1 8p1 M 10p1 12p0 M 14p0 10k1p0", {}),
+           ("q4404-pool1", "8p1 M 10p1 10p1 10p0 M 10p0 8p0", {}),
+           ("q4462-batch128", Q4462, dict(batch_size=128, lr=0.08)),
+           ("q4462-wd1e4", Q4462, dict(weight_decay=1e-4)),
+           ("q4462-step7", Q4462, dict(step_size=7)),
+           ("q4462-rot3", Q4462, dict(rotation=3.0)),
+           ("q4076", "8p1 8p1 M 10p1 10p0 M 10p0 8p0", {}),
+           ("q3582", "6p1 8p1 M 8p1 10p0 M 10p0 8p0", {}),
+           ("q2998", "6p1 6p1 M 8p1 10p0 M 8p0 8p0", {}),
+           ("q4462-batch256", Q4462, dict(batch_size=256, lr=0.16)),   # joined 16:31 UTC
+       ]},
 }
 
 
