@@ -98,8 +98,9 @@ def curves(run, name):
     target = re.search(r"([\d.]+)% test accuracy in each of the last (\d+) epochs",
                        str(result.get("target")))
     level, last = (float(target[1]), int(target[2])) if target else (None, 0)
-    later = [a for values in accuracy for a in values[1:]] or accuracy[1]
-    low = min(98.5, int(min(later) * 2) / 2)   # epoch 0 may start far below: drawn at the edge
+    lowest = min(98.5, *([a for values in accuracy for a in values[1:]] or accuracy[1]))
+    every = next(s for s in (0.5, 1, 2, 5, 10, 20) if (100 - lowest) / s <= 8)   # grid lines
+    low = every * math.floor(lowest / every)   # epoch 0 may start far below: drawn at the edge
     biggest = max(v for values in loss for v in values)
     step = next((s for s in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5) if 5 * s >= biggest), 10)
     top = min(50, step * math.ceil(biggest / step))   # a loss beyond 50 is drawn at 50
@@ -111,7 +112,7 @@ def curves(run, name):
                 element("text", "— test", x=600, y=16, fill=BLUE),
                 element("text", "— training", x=650, y=16, fill=GREY)]
     elements += panel(0, 20, 370, 280, "accuracy %", [(accuracy[0], GREY, 1.5, 1),
-                      (accuracy[1], BLUE, 1.5, 1)], low, 100, 0.5, last, level)
+                      (accuracy[1], BLUE, 1.5, 1)], low, 100, every, last, level)
     elements += panel(370, 20, 370, 280, "loss", [(loss[0], GREY, 1.5, 1), (loss[1], BLUE, 1.5, 1)],
                       0, top, step, last)
     return document(740, 300, elements)
