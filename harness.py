@@ -79,7 +79,7 @@ def say(line, status):
 def main(argv, run, report, models, recipes, record=None):
     """train.py's command line: the flags, the data, run(args, model_class, train_split,
     test_split, log), its files; the exit status."""
-    log = RunLog(report, record)
+    log = RunLog(record)
 
     def train():
         args = parse_args(argv, models, recipes)
@@ -280,8 +280,8 @@ class RunLog:
     """The run's record: its configuration, every finished epoch (in --metrics after each), the
     verdict and the model as last tested (--save-model); and each epoch's progress line."""
 
-    def __init__(self, report, record=None):
-        self.report, self.record, self.history, self.interrupted = report, record or {}, [], False
+    def __init__(self, record=None):
+        self.record, self.history, self.interrupted = record or {}, [], False
         self.args = self.config = self.tested = None
 
     def start(self, args, parameters, train_images):
