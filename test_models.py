@@ -627,8 +627,8 @@ class TestTraining(TinyData):
 
     def test_the_lesson_runs_with_torch_alone(self):
         """Model 5's class, train_epoch, evaluate and recompute_batchnorm_statistics pasted into a
-        namespace of torch, nn and F alone train and test on a plain list of batches as the
-        modules' own do."""
+        namespace of torch, nn and F alone train on a DataLoader and test on a plain list of
+        batches as the modules' own do."""
         pasted = {"torch": torch, "nn": nn, "F": torch.nn.functional}
         for source in (
             models.Net, models.conv_bn_relu, models.Model5, train.train_epoch, train.evaluate,
@@ -637,14 +637,15 @@ class TestTraining(TinyData):
             exec(inspect.getsource(source), pasted)
         generator = torch.Generator().manual_seed(0)
         pixels, labels = torch.rand(96, 1, 28, 28, generator=generator), torch.randint(0, 10, (96,))
-        batches = [(pixels[i:i + 32], labels[i:i + 32]) for i in range(0, 96, 32)]
+        batches = [(pixels[i:i + 32], labels[i:i + 32]) for i in range(0, 96, 32)]   # a list
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(pixels, labels), 32)
         results = []
         for lesson in (pasted, vars(train) | {"Model5": models.Model5}):
             torch.manual_seed(0)
             model = lesson["Model5"]()
             before = [p.clone() for p in model.parameters()]
             optimizer = torch.optim.SGD(model.parameters(), lr=0.04, momentum=0.9)
-            trained = lesson["train_epoch"](model, batches, optimizer)
+            trained = lesson["train_epoch"](model, loader, optimizer)
             tested = lesson["evaluate"](model, batches)
             fresh = lesson["recompute_batchnorm_statistics"](copy.deepcopy(model), batches)
             results.append((trained, tested, lesson["evaluate"](fresh, batches)))
