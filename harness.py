@@ -34,10 +34,6 @@ class Failure(Exception):
         self.status = status
 
 
-class Diverged(Exception):
-    """The loss or the weights are no longer finite numbers."""
-
-
 class Stopped(KeyboardInterrupt):
     """Ctrl-C (SIGINT) or SIGTERM, raised where the run is."""
 
@@ -88,9 +84,6 @@ def main(argv, run, report, models, recipes, record=None):
                 splits = load_data(args, models[args.model])
                 log.start(args, count_parameters(models[args.model]())[0], len(splits[0][1]))
                 log.finish(run(args, models[args.model], *splits, log))
-            except Diverged:
-                raise Failure(f"the loss or the weights became NaN or infinite in epoch "
-                              f"{len(log.history)}; try a lower --lr (this run used {args.lr:g})")
             except Stopped as stopped:
                 if log.config is None:
                     return say(f"{stopped} before training started.", 128 + came[0])
@@ -315,7 +308,7 @@ class RunLog:
                 return
             if not math.isfinite(loss := loss.item()):
                 print()
-                raise Diverged
+                raise self.diverged()
             now, last = time.perf_counter(), self.done == self.steps
             if last or live and now - self.drawn >= 0.1:
                 elapsed, self.drawn, self.seen = now - self.start_time, now, seen
@@ -334,7 +327,7 @@ class RunLog:
 
     def epoch(self, epoch, lr, train_loss, train_accuracy, tests, tested):
         """Keep a finished epoch and the model as tested, print its times, rewrite --metrics;
-        Diverged if a number in it or a weight is not finite."""
+        a Failure if a number in it or a weight is not finite."""
         train_seconds = self.train_seconds
         test_seconds = time.perf_counter() - self.start_time - train_seconds
         record = {"epoch": epoch, "lr": lr, "train_loss": train_loss,
@@ -345,7 +338,7 @@ class RunLog:
                   "train_images_per_second": self.seen / train_seconds}
         numbers = [n for n in record.values() if isinstance(n, float)]
         if not all(map(math.isfinite, numbers + [p.sum().item() for p in tested.parameters()])):
-            raise Diverged
+            raise self.diverged()
         recomputing = (f", {tests['recompute_seconds']:.2f} s of it recomputing BatchNorm "
                        "statistics" if "recompute_seconds" in tests else "")
         print(f"Epoch time: {record['seconds']:.1f} s (train {train_seconds:.1f} s, "
@@ -354,6 +347,10 @@ class RunLog:
         self.tested = tested
         self.history.append(record)   # once the last epoch is in, a signal waits for the files
         self.save_metrics()
+
+    def diverged(self):
+        return Failure(f"the loss or the weights became NaN or infinite in epoch "
+                       f"{len(self.history)}; try a lower --lr (this run used {self.args.lr:g})")
 
     def save_metrics(self):
         if self.args.metrics:
