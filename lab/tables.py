@@ -38,6 +38,7 @@ SCREEN_6000 = RESULTS / "screen-6000"   # the screen for the promise at 6,000 pa
 CONFIRM_6000 = RESULTS / "confirm-6000"   # its choice on fresh seeds, which choose nothing
 CONFIRM_5000 = RESULTS / "confirm-5000"  # the frontier's best below 5,000 parameters on fresh seeds
 SCREEN_4500 = RESULTS / "screen-4500"   # the screen for the promise at 4,500 parameters or fewer
+CONFIRM_4500 = RESULTS / "confirm-4500"   # its choice on fresh seeds, 71-90
 EPOCHS = 15   # a result is a run of the write-up's 15 epochs
 LAYERS = {
     4: "8p1 12p1 M 16p1 16p0 M 11p0 10p0",  # models.Model4 and Model5 in lab/screen.py's notation
@@ -501,7 +502,7 @@ def readme_tables():
     notebook = [
         runs_table(), search_table(), recipe_summary(), screen_table(), screen_table(FRONTIER),
         frontier_table(), screen_table(SCREEN_6000), screen_table(CONFIRM_6000),
-        screen_table(CONFIRM_5000), screen_table(SCREEN_4500),
+        screen_table(CONFIRM_5000), screen_table(SCREEN_4500), screen_table(CONFIRM_4500),
     ]
     return {RESULTS.parent / "README.md": [models_table(), headline_table()],
             RESULTS / "README.md": [table for table in notebook if len(table.splitlines()) > 2]}
@@ -557,6 +558,7 @@ def main(argv):
         ("its choice on seeds 31-50", screen_table(CONFIRM_6000)),
         ("below 5,000 parameters on seeds 51-70", screen_table(CONFIRM_5000)),
         ("the screen at 4,500 parameters or fewer", screen_table(SCREEN_4500)),
+        ("its choice on seeds 71-90", screen_table(CONFIRM_4500)),
     ):
         print(f"## {title}\n\n{text}\n")
     return 0
