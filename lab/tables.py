@@ -448,7 +448,7 @@ def reliability_points(fewest=10):
     design (highest level) within 250 parameters of each of SIZES among the candidates run on at
     least `fewest` seeds, and for the public 3,762-parameter layers."""
     designs = {}
-    for folder in (FRONTIER, CONFIRM_5000, SCREEN_4500):
+    for folder in (FRONTIER, CONFIRM_5000, SCREEN_4500, CONFIRM_4500):
         for name, runs in candidate_runs(folder).items():
             designs.setdefault(name, []).extend(runs)
     point = lambda label, runs: (label, runs[0]["config"]["parameters"],
