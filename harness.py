@@ -300,7 +300,7 @@ class RunLog:
         self.start_time = self.drawn = time.perf_counter()
         self.done, live = 0, sys.stdout.isatty()
         encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
-        block = "█" if "█".encode(encoding, "ignore") else "#"   # an ASCII console gets tqdm's #
+        block = "█" if "█".encode(encoding, "ignore") else "#"   # ASCII gets tqdm's #
 
         def show(loss, correct, seen):
             self.done += 1

@@ -1015,8 +1015,8 @@ class TestFilesAndSignals(TinyData):
         ):
             with self.subTest(signal=name):
                 metrics = self.tmp / f"{name}.json"
-                # A shell that starts a job in the background (`nohup … &`) hands it SIGINT ignored;
-                # the child gets Ctrl-C's default back, as it has when run from a terminal.
+                # A shell that starts a job in the background (`nohup ... &`) hands it SIGINT
+                # ignored; the child gets Ctrl-C's default back, as it has from a terminal.
                 child = start_training(
                     self.tmp,
                     metrics,

@@ -35,6 +35,12 @@ NO_DROPOUT = dict(recompute_bn=False)   # nothing to recompute the statistics fo
 MODEL5_RECIPE = dict(NO_DROPOUT, shift=1.0, rotation=5.0, batch_size=64, lr=0.04)
 Q4462 = "8p1 8p1 M 10p1 11p0 M 10p0 10p0"   # f4644 with 11 channels where it has 12
 
+
+def on_model5s(layers, **change):
+    """A candidate in Model 5's block order (conv, BatchNorm, ReLU) and recipe, but for `change`."""
+    return dict(layers=layers, order="conv-bn-relu", recipe=dict(MODEL5_RECIPE, **change))
+
+
 CANDIDATES = {
     "m3-nodrop": dict(layers=MODEL3_LAYERS, recipe=NO_DROPOUT),
     "m3-nodrop-shift2": dict(layers=MODEL3_LAYERS, recipe=dict(NO_DROPOUT, shift=2.0)),
@@ -90,36 +96,15 @@ CANDIDATES = {
     "p5672-1x1-gap4": dict(
         layers="8p1 16p1 M 8k1p0 12p1 16p0 M 8k1p0 16p0 10k1p0", recipe=dict(NO_DROPOUT, shift=2.0)
     ),
-    "p5936-bnrelu-batch64-shift1": dict(
-        layers=F5936,
-        order="conv-bn-relu",
-        recipe=dict(NO_DROPOUT, shift=1.0, rotation=5.0, batch_size=64, lr=0.04),
-    ),
-    "p5936-bnrelu-batch128-shift1": dict(
-        layers=F5936,
-        order="conv-bn-relu",
-        recipe=dict(NO_DROPOUT, shift=1.0, rotation=5.0, batch_size=128, lr=0.08),
-    ),
+    "p5936-bnrelu-batch64-shift1": on_model5s(F5936),
+    "p5936-bnrelu-batch128-shift1": on_model5s(F5936, batch_size=128, lr=0.08),
     # The frontier below Model 5: narrower designs on its order and recipe.
-    "f5008-bnrelu-batch64-shift1": dict(
-        layers="8p1 8p1 M 12p1 12p0 M 10p0 10p0",
-        order="conv-bn-relu",
-        recipe=dict(NO_DROPOUT, shift=1.0, rotation=5.0, batch_size=64, lr=0.04),
-    ),
-    "f4644-bnrelu-batch64-shift1": dict(
-        layers="8p1 8p1 M 10p1 12p0 M 10p0 10p0",
-        order="conv-bn-relu",
-        recipe=dict(NO_DROPOUT, shift=1.0, rotation=5.0, batch_size=64, lr=0.04),
-    ),
-    "f3786-bnrelu-batch64-shift1": dict(
-        layers="6p1 8p1 M 8p1 10p0 M 10p0 10p0",
-        order="conv-bn-relu",
-        recipe=dict(NO_DROPOUT, shift=1.0, rotation=5.0, batch_size=64, lr=0.04),
-    ),
+    "f5008-bnrelu-batch64-shift1": on_model5s("8p1 8p1 M 12p1 12p0 M 10p0 10p0"),
+    "f4644-bnrelu-batch64-shift1": on_model5s("8p1 8p1 M 10p1 12p0 M 10p0 10p0"),
+    "f3786-bnrelu-batch64-shift1": on_model5s("6p1 8p1 M 8p1 10p0 M 10p0 10p0"),
     # The promise at 4,500 parameters or fewer: conv -> BatchNorm -> ReLU on Model 5's recipe, with
     # the layers or the recipe value each name says.
-    **{name: dict(layers=layers, order="conv-bn-relu", recipe=dict(MODEL5_RECIPE, **change))
-       for name, layers, change in [
+    **{name: on_model5s(layers, **change) for name, layers, change in [
            ("q4462", Q4462, {}),
            ("q4440-late8", "8p1 8p1 M 12p1 12p0 M 8p0 8p0", {}),
            ("q4448-gap4", "8p1 8p1 M 12p1 12p0 M 13p0", {}),
