@@ -444,9 +444,10 @@ def accuracy_svg(models=(3, 4, 5), low=98.8, high=99.7):
 
 
 def reliability_points(fewest=10):
-    """(label, parameters, met, seeds, level) for Models 3 to 5 over all their seeds, for the best
-    design (highest level) within 250 parameters of each of SIZES among the candidates run on at
-    least `fewest` seeds, and for the public 3,762-parameter layers."""
+    """(label, parameters, met, seeds, level) for Models 3 to 5 over all their seeds, for each
+    design confirmed on fresh seeds, for the best design (highest level) within 250 parameters of
+    each of SIZES among the candidates run on at least `fewest` seeds, where no design shown is
+    that best already, and for the public 3,762-parameter layers."""
     designs = {}
     for folder in (FRONTIER, CONFIRM_5000, SCREEN_4500, CONFIRM_4500):
         for name, runs in candidate_runs(folder).items():
@@ -455,12 +456,14 @@ def reliability_points(fewest=10):
                                  sum(target_met(test_accuracies(run)) for run in runs), len(runs),
                                  statistics.mean(level(test_accuracies(run)) for run in runs))
     points = [point(f"Model {m}", model_runs(m)) for m in (3, 4, 5) if model_runs(m)]
+    shown = [name for folder in (CONFIRM_5000, CONFIRM_4500) for name in candidate_runs(folder)]
     for size in SIZES:
         near = [(name, runs) for name, runs in designs.items() if name != PUBLIC
                 and len(runs) >= fewest and abs(runs[0]["config"]["parameters"] - size) <= 250]
         if near:
-            name, runs = max(near, key=lambda pair: point(*pair)[4])
-            points.append(point(f"{runs[0]['config']['parameters']:,}", runs))
+            shown.append(max(near, key=lambda pair: point(*pair)[4])[0])
+    for name in dict.fromkeys(shown):
+        points.append(point(f"{designs[name][0]['config']['parameters']:,}", designs[name]))
     if len(designs.get(PUBLIC, [])) >= fewest:
         points.append(point("public 3,762", designs[PUBLIC]))
     return points

@@ -366,6 +366,20 @@ class TestCommittedResults(unittest.TestCase):
             with self.subTest(seed=run["config"]["seed"]):
                 self.assertEqual(numbers(run), numbers(screened[run["config"]["seed"]]))
 
+    def test_the_reliability_picture_shows_each_confirmed_design_once_on_ten_seeds_or_more(self):
+        points = tables.reliability_points()
+        labels = [label for label, *_ in points]
+        self.assertEqual(len(labels), len(set(labels)))
+        self.assertEqual(labels[:3], ["Model 3", "Model 4", "Model 5"])
+        for folder in (tables.CONFIRM_5000, tables.CONFIRM_4500):
+            for runs in tables.candidate_runs(folder).values():
+                self.assertIn(f"{runs[0]['config']['parameters']:,}", labels)
+        for label, parameters, met, seeds, level in points:
+            with self.subTest(point=label):
+                self.assertGreaterEqual(seeds, 10)
+                self.assertLessEqual(met, seeds)
+                self.assertTrue(label.endswith(f"{parameters:,}") or label.startswith("Model"))
+
     def test_the_readmes_hold_the_tables_and_the_picture_is_drawn_from_the_runs(self):
         for path, held in tables.readme_tables().items():
             text = path.read_text(encoding="utf-8")
