@@ -493,9 +493,9 @@ def reliability_svg(low=2500, high=8000):
         colour = "#3465a4" if met / seeds_run >= 0.95 else "#cc0000"
         out += [plot.element("circle", cx=f"{x(parameters):.1f}", cy=f"{y(met / seeds_run):.1f}",
                              r=4, fill=colour),
-                plot.element("text", f"{label}: {met}/{seeds_run}",
+                plot.element("text", f"{label}: {met}/{seeds_run}",   # above, near the axis
                              x=f"{x(parameters) + (-6 if parameters > 6500 else 6):.1f}",
-                             y=f"{y(met / seeds_run) + 14:.1f}",
+                             y=f"{y(met / seeds_run) + (14 if met / seeds_run >= 0.5 else -8):.1f}",
                              text_anchor="end" if parameters > 6500 else "start")]
     return plot.document(width, height, out)
 
