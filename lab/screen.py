@@ -118,6 +118,12 @@ CANDIDATES = {
            ("q3582", "6p1 8p1 M 8p1 10p0 M 10p0 8p0", {}),
            ("q2998", "6p1 6p1 M 8p1 10p0 M 8p0 8p0", {}),
            ("q4462-batch256", Q4462, dict(batch_size=256, lr=0.16)),   # joined 16:31 UTC
+           # The width before the linear layer: 10 channels there rather than 8 lifted 3,582 to
+           # 3,786 parameters and 99.33% to 99.43% (results/README.md, 2026-12-06).
+           ("r4390-late12", "6p1 8p1 M 8p1 10p0 M 12p0 12p0", {}),
+           ("r4194-last14", "6p1 8p1 M 8p1 10p0 M 10p0 14p0", {}),
+           ("r4134-late12", "6p1 6p1 M 8p1 10p0 M 12p0 12p0", {}),
+           ("r3786-batch128", "6p1 8p1 M 8p1 10p0 M 10p0 10p0", dict(batch_size=128, lr=0.08)),
        ]},
 }
 
