@@ -448,15 +448,16 @@ def reliability_points(fewest=10):
     design confirmed on fresh seeds, for the best design (highest level) within 250 parameters of
     each of SIZES among the candidates run on at least `fewest` seeds, where no design shown is
     that best already, and for the public 3,762-parameter layers."""
-    designs = {}
+    designs, shown = {}, []
     for folder in (FRONTIER, CONFIRM_5000, SCREEN_4500, CONFIRM_4500):
         for name, runs in candidate_runs(folder).items():
             designs.setdefault(name, []).extend(runs)
+            if folder in (CONFIRM_5000, CONFIRM_4500):
+                shown.append(name)
     point = lambda label, runs: (label, runs[0]["config"]["parameters"],
                                  sum(target_met(test_accuracies(run)) for run in runs), len(runs),
                                  statistics.mean(level(test_accuracies(run)) for run in runs))
     points = [point(f"Model {m}", model_runs(m)) for m in (3, 4, 5) if model_runs(m)]
-    shown = [name for folder in (CONFIRM_5000, CONFIRM_4500) for name in candidate_runs(folder)]
     for size in SIZES:
         near = [(name, runs) for name, runs in designs.items() if name != PUBLIC
                 and len(runs) >= fewest and abs(runs[0]["config"]["parameters"] - size) <= 250]
