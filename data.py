@@ -26,8 +26,12 @@ RAW_FILES = (
 )
 
 
-class DataError(Exception):
-    """The data cannot be had; the message is one line meant for the user."""
+class DataError(SystemExit):
+    """The data cannot be had. Uncaught, it ends the script as argparse does a bad flag: its one
+    line on stderr, and exit status 1."""
+
+    def __init__(self, message):
+        super().__init__(f"error: {message}")
 
 
 def default_data_dir():

@@ -221,26 +221,21 @@ def _trace_leaf_calls(model, input_size):
     return rows
 
 
-def forward_backward_bytes(model, input_size=(1, 28, 28)):
-    """Bytes that one image's activations and their gradients take in a training step, at 4 bytes
-    a number: the summary's "Forward/backward pass size", which train.py multiplies by the batch
-    size to refuse a batch that cannot fit in memory."""
-    return 2 * 4 * sum(numel for _, _, numel, _ in _trace_leaf_calls(model, input_size))
-
-
 def summary(model, input_size=(1, 28, 28)):
     """The model's table in torchsummary's format, as a string: one row per call of a leaf module
     (named ClassName-k in the order the calls run), then the parameter totals and the memory
-    estimate at 4 bytes a number. Totals count each parameter once, however often it is used."""
+    estimate at 4 bytes a number (every output, and its gradient in the backward pass). Totals
+    count each parameter once, however often it is used."""
     rule, double_rule = "-" * 64, "=" * 64
     row = "{:>20}  {:>25} {:>15}".format
     lines = [rule, row("Layer (type)", "Output Shape", "Param #"), double_rule]
-    for k, (name, shape, _, own) in enumerate(_trace_leaf_calls(model, input_size), start=1):
+    calls = _trace_leaf_calls(model, input_size)
+    for k, (name, shape, _, own) in enumerate(calls, start=1):
         lines.append(row(f"{name}-{k}", str(shape), f"{own:,}"))
     total, trainable = count_parameters(model)
     megabytes = 4 / 1024 ** 2
     input_mb = torch.Size(input_size).numel() * megabytes
-    activations_mb = forward_backward_bytes(model, input_size) / 1024 ** 2
+    activations_mb = 2 * sum(numel for _, _, numel, _ in calls) * megabytes
     params_mb = total * megabytes
     lines += [
         double_rule,
@@ -262,11 +257,10 @@ def print_tables():
     for number, model_class in MODELS.items():
         target = " ".join(model_class.__doc__.split("\n\n")[0].split())
         print(f"Model {number}: {target}\n{summary(model_class())}\n")
-    return 0
 
 
 if __name__ == "__main__":
-    import sys
-
-    import harness
-    sys.exit(harness.boundary(print_tables))
+    import signal
+    if hasattr(signal, "SIGPIPE"):   # `python models.py | head`: a quiet end, as a shell tool's
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    print_tables()

@@ -1,27 +1,28 @@
 """Train one of the tiny MNIST models with SGD and StepLR: `python train.py --model 3 --epochs 15`.
 
-Per epoch it prints a progress line and the test result; at the end whether the target was met: at
-least 99.40% test accuracy in each of the last 3 epochs. The lesson reads top to bottom: the
-recipes, one epoch of training, the test, the run, the verdict. `train_epoch`, `evaluate` and
-`recompute_batchnorm_statistics` need nothing but torch. The harness (harness.py: flags, data
-checks, files, signals) runs the lesson and is called from it at two points, `log.progress()` and
-`log.epoch(...)`.
+The lesson reads top to bottom: the recipes, one epoch of training, the test, the run, the
+verdict (at least 99.40% test accuracy in each of the last 3 epochs); `train_epoch`, `evaluate` and
+`recompute_batchnorm_statistics` need nothing but torch. `main` runs it, calling in order the
+plumbing below it: the flags, the data, the progress line, the files, one line for each failure.
 """
+import argparse
+import copy
+import io
+import itertools
+import json
+import math
+import os
 import signal
 import sys
-
-if __name__ == "__main__":   # Ctrl-C while torch loads ends the script at once, without a traceback
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-import copy
 import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torchvision
 
 import data
-import harness
-from models import MODELS, summary
+from models import MODELS, count_parameters, summary
 
 # Each model's recipe, its step of the story; every flag overrides it. Models 1 and 2 train as the
 # write-up first did; Models 3-5 rotate (4 and 5 shift too), the rate cut tenfold before epochs 6
@@ -103,36 +104,32 @@ def recompute_batchnorm_statistics(model, batches):
 
 
 def test(model, train_split, test_split, args):
-    """Test the model and print the result; with args.recompute_bn, test a copy whose BatchNorm
-    statistics are recomputed, those as trained beside it. Return the figures, the model tested."""
-    def tested(m):   # on a CPU, a channels_last copy tests 1.3-2.9x faster (results/README.md)
+    """Test the model and print the result; with args.recompute_bn, first a copy whose BatchNorm
+    statistics are recomputed, then the model as trained. Return the figures, the model tested."""
+    def tested(m, what=""):   # on a CPU, a channels_last copy tests 1.3-2.9x faster
         if args.device.type == "cpu":
             m = copy.deepcopy(m).to(memory_format=torch.channels_last)
-        return evaluate(m, data.test_batches(*test_split, args.test_batch_size))
-    line = lambda what, loss, correct, total: (f"{what}: Average loss: {loss:.4f}, Accuracy: "
-                                               f"{correct}/{total} ({100 * correct / total:.2f}%)")
-    loss, correct, total = tested(model)
-    result = {"test_loss": loss, "test_correct": correct, "test_total": total}
-    lines = [line("Test set", loss, correct, total)]
-    if args.recompute_bn:
-        start = time.perf_counter()
-        first = data.test_batches(*(t[:RECOMPUTE_IMAGES] for t in train_split), RECOMPUTE_BATCH)
-        model = recompute_batchnorm_statistics(copy.deepcopy(model), first)
-        seconds = time.perf_counter() - start
-        recomputed = tested(model)
-        lines = [line("Test set", *recomputed),
-                 line("Test set, BatchNorm statistics as trained", loss, correct, total)]
-        result = {"test_loss": recomputed[0], "test_correct": recomputed[1], "test_total": total,
-                  "test_loss_trained_statistics": loss, "test_correct_trained_statistics": correct,
-                  "test_accuracy_trained_statistics": 100 * correct / total,
-                  "recompute_seconds": seconds}
-    print("\n" + "\n".join(lines))
-    return result, model
+        loss, correct, total = evaluate(m, data.test_batches(*test_split, args.test_batch_size))
+        print(f"Test set{what}: Average loss: {loss:.4f}, Accuracy: {correct}/{total} "
+              f"({100 * correct / total:.2f}%)")
+        return {"test_accuracy": 100 * correct / total, "test_loss": loss,
+                "test_correct": correct, "test_total": total}
+    print()
+    if not args.recompute_bn:
+        return tested(model), model
+    start = time.perf_counter()
+    first = data.test_batches(*(t[:RECOMPUTE_IMAGES] for t in train_split), RECOMPUTE_BATCH)
+    recomputed = recompute_batchnorm_statistics(copy.deepcopy(model), first)
+    seconds = time.perf_counter() - start
+    result, as_trained = tested(recomputed), tested(model, ", BatchNorm statistics as trained")
+    result.update({f"{key}_trained_statistics": as_trained[key] for key in
+                   ("test_loss", "test_correct", "test_accuracy")}, recompute_seconds=seconds)
+    return result, recomputed
 
 
-def run(args, model_class, train_split, test_split, log):
-    """Train as args say, testing after every epoch; return the verdict. `log` (the harness's)
-    draws each epoch's progress line and keeps every finished epoch."""
+def run(args, model_class, train_split, test_split):
+    """The lesson's loop: train as args say, testing after every epoch; yield each finished
+    epoch's record and the model as tested."""
     torch.manual_seed(args.seed)
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
     model = model_class().to(args.device)
@@ -141,14 +138,21 @@ def run(args, model_class, train_split, test_split, log):
                                 weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, args.step_size, gamma=args.gamma)
     rotation, shift = (args.rotation, args.shift) if args.augment else (0.0, 0.0)
+    images = len(train_split[1])
     for epoch in range(args.epochs):
         print(f"\nEPOCH: {epoch}")
+        start = time.perf_counter()
         batches = data.train_batches(*train_split, args.batch_size, generator, rotation, shift)
-        train_loss, train_accuracy = train_epoch(model, batches, optimizer, log.progress())
+        show = progress(math.ceil(images / args.batch_size))
+        train_loss, train_accuracy = train_epoch(model, batches, optimizer, show)
+        train_seconds = time.perf_counter() - start
         tests, tested = test(model, train_split, test_split, args)
-        log.epoch(epoch, optimizer.param_groups[0]["lr"], train_loss, train_accuracy, tests, tested)
+        seconds = time.perf_counter() - start
+        yield {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss,
+               "train_accuracy": train_accuracy, **tests, "seconds": seconds,
+               "train_seconds": train_seconds, "test_seconds": seconds - train_seconds,
+               "train_images_per_second": images / train_seconds}, tested
         scheduler.step()
-    return report(log.history, log.config["parameters"])
 
 
 def target_met(test_accuracies):
@@ -163,41 +167,213 @@ def report(history, parameters):
                   if "test_accuracy_trained_statistics" in e]
     target = f">= {TARGET_ACCURACY:.2f}% test accuracy in each of the last {TARGET_EPOCHS} epochs"
     verdict = {"best_train_accuracy": max((e["train_accuracy"] for e in history), default=None),
-               "best_test_accuracy": max(tests, default=None),
-               "last_test_accuracies": tests[-TARGET_EPOCHS:], "target": target,
-               "target_met": target_met(tests)}
+               "best_test_accuracy": max(tests, default=None), "target": target,
+               "last_test_accuracies": tests[-TARGET_EPOCHS:], "target_met": target_met(tests)}
     percents = lambda accuracies: ", ".join(f"{a:.2f}%" for a in accuracies[-TARGET_EPOCHS:])
+    met = lambda accuracies: "met" if target_met(accuracies) else "not met"
     print()
     if history:
         print(f"Best train accuracy: {verdict['best_train_accuracy']:.2f}%\n"
               f"Best test accuracy: {max(tests):.2f}%")
     print(f"Total parameters: {parameters:,}")
     if tests:
-        last = tests[-TARGET_EPOCHS:]
-        print(("Last test accuracy" if len(last) == 1 else f"Last {len(last)} test accuracies")
-              + f": {percents(tests)}")
+        last = len(tests[-TARGET_EPOCHS:])
+        print(f"Last {'test accuracy' if last == 1 else f'{last} test accuracies'}: "
+              f"{percents(tests)}")
     if as_trained:
         print(f"  with BatchNorm statistics as trained: {percents(as_trained)}")
-    print(f"Target ({target}): {'met' if verdict['target_met'] else 'not met'}")
+    print(f"Target ({target}): {met(tests)}")
     if as_trained:
-        verdict["last_test_accuracies_trained_statistics"] = as_trained[-TARGET_EPOCHS:]
-        verdict["target_met_trained_statistics"] = target_met(as_trained)
-        print(f"  with BatchNorm statistics as trained: "
-              f"{'met' if target_met(as_trained) else 'not met'}")
+        verdict.update(last_test_accuracies_trained_statistics=as_trained[-TARGET_EPOCHS:],
+                       target_met_trained_statistics=target_met(as_trained))
+        print(f"  with BatchNorm statistics as trained: {met(as_trained)}")
     return verdict
 
 
-def main(argv=None):
-    """The command line (`python train.py --help`); the exit status, 0 for a finished run."""
-    return harness.main(argv, run, report, MODELS, RECIPES)
+def main(argv=None, *, models=MODELS, recipes=RECIPES, record=None):
+    """`python train.py --help`; the exit status: 0 for a finished run, 1 for what failed, 2 for a
+    bad argument, 130 for Ctrl-C, 143 for SIGTERM. lab/screen.py gives its candidates a number."""
+    args = parse_args(argv, models, recipes)
+    log, status = {"config": None, "epochs": []}, 0
+    parameters = count_parameters(models[args.model]())[0]
+    try:
+        train_split, test_split = load_data(args)
+        log["config"] = configuration(args, parameters, len(train_split[1]), record)
+        for epoch, model in run(args, models[args.model], train_split, test_split):
+            keep(args, log, epoch, model)
+    except KeyboardInterrupt as e:
+        status = 128 + (signal.SIGTERM if e.args else signal.SIGINT)
+        print(f"\n{str(e) or 'Interrupted'}: {len(log['epochs'])} finished epoch(s) reported "
+              "below.")
+    except RuntimeError as e:
+        if "out of memory" not in str(e) and "allocate memory" not in str(e):
+            raise
+        sys.exit(f"error: out of memory on {args.device}; try a smaller --batch-size (this run "
+                 f"used {args.batch_size}) or --test-batch-size ({args.test_batch_size})")
+    log["result"] = report(log["epochs"], parameters)
+    save(args, dict(log, interrupted=True) if status else log)
+    if args.save_model and log["epochs"]:
+        print(f"Saved the model's state_dict to {args.save_model}")
+    return status
 
 
-def train_candidate(argv, model_class, recipe, record):
-    """The lab's way in (lab/screen.py): train `model_class` with `recipe` in Model 4's place,
-    the flags as train.py's, `record` added to the configuration in --metrics."""
-    return harness.main(argv, run, report, {**MODELS, 4: model_class}, {**RECIPES, 4: recipe},
-                        record)
+# The plumbing that main calls, in order: the flags, the data, the progress line, the files.
+def parser(**settings):
+    """argparse's parser, but a bad argument costs one line (no usage block) and exit 2."""
+    p = argparse.ArgumentParser(**settings)
+    p.error = lambda message: p.exit(2, f"{p.prog}: error: {message}\n")
+    return p
+
+
+def number(kind, low, high=math.inf, *, above=False):
+    """An argparse type: a `kind` from low (or above it) to below high, so never NaN or inf."""
+    def parse(text):
+        value = kind(text)   # a ValueError: argparse says "invalid <parse.__name__> value"
+        if not (low < value < high if above else low <= value < high):
+            raise argparse.ArgumentTypeError(f"must be in {'[('[above]}{low}, {high}), got {text}")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def output(path):
+    """An argparse type: a file that can be written (through a link, its target), not an input."""
+    target = os.path.realpath(path)
+    why = ("it is a folder" if os.path.isdir(target) or path.endswith(os.sep)
+           else "it is an MNIST file" if os.path.basename(target) in data.RAW_FILES
+           else None if os.access(os.path.dirname(target), os.W_OK)
+           else "its folder is missing or not writable")
+    if why:
+        raise argparse.ArgumentTypeError(f"cannot write {path}: {why}")
+    return path
+
+
+def parse_args(argv, models, recipes):
+    """The flags, the model's recipe filling in the rest; refused before any work, with one line:
+    a bad value, --rotation or --shift without --augment, --metrics and --save-model one file."""
+    here = [d for d, m in (("cuda", torch.cuda), ("mps", torch.backends.mps)) if m.is_available()]
+    p = parser(description="Train a tiny CNN on MNIST; a flag with no default follows the recipe.")
+    flag = lambda name, kind, what, low, default=None, metavar=None, **limits: p.add_argument(
+        name, type=number(kind, low, **limits), default=default, metavar=metavar,
+        help=what + (f" (default: {default})" if default else ""))
+    p.add_argument("--model", type=int, choices=sorted(models), default=3,
+                   help="which model (default: 3)")
+    flag("--epochs", int, "epochs to train", 1, 15)
+    flag("--batch-size", int, "training batch size", 1)
+    flag("--test-batch-size", int, "test batch size", 1, 250)
+    flag("--lr", float, "learning rate", 0, above=True)
+    flag("--momentum", float, "SGD momentum", 0, high=1)
+    flag("--weight-decay", float, "SGD weight decay", 0)
+    flag("--step-size", int, "StepLR: epochs between decays", 1)
+    flag("--gamma", float, "StepLR: factor at each decay", 0, above=True)
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction,
+                   help="rotate (and --shift) the training images")
+    flag("--rotation", float, "with --augment, the largest angle", 0, high=180, metavar="DEGREES")
+    flag("--shift", float, "with --augment, the largest shift", 0, high=14, metavar="PIXELS")
+    p.add_argument("--recompute-bn", action=argparse.BooleanOptionalAction,
+                   help="test with BatchNorm statistics recomputed without Dropout too")
+    flag("--seed", int, "random seed", 0, 1, high=2 ** 64)
+    p.add_argument("--device", choices=["auto", *here, "cpu"], default="auto",
+                   help="auto picks cuda, then mps, then cpu (default: auto)")
+    p.add_argument("--data-dir", default=data.default_data_dir(),
+                   help="the folder that holds MNIST/raw (default: $MNIST_DIR, else ./data)")
+    p.add_argument("--save-model", type=output, metavar="PATH", help="the state_dict, each epoch")
+    p.add_argument("--metrics", type=output, metavar="PATH", help="each epoch's numbers, JSON")
+    p.add_argument("--dry-run", action="store_true", help="one batch each way per epoch")
+    args = p.parse_args(argv)
+    given = {name for name, value in vars(args).items() if value is not None}
+    vars(args).update({k: v for k, v in recipes[args.model].items() if k not in given})
+    if not args.augment and given & {"rotation", "shift"}:
+        p.error(f"argument --rotation/--shift: Model {args.model} trains without --augment")
+    if args.metrics and os.path.realpath(args.metrics) == os.path.realpath(args.save_model or ""):
+        p.error(f"argument --metrics: {args.metrics} is the --save-model file too")
+    args.device = torch.device([*here, "cpu"][0] if args.device == "auto" else args.device)
+    return args
+
+
+def load_data(args):
+    """The splits on the device; a --dry-run keeps a batch of each."""
+    kept = (args.batch_size, args.test_batch_size) if args.dry_run else (None, None)
+    return [[t[:n] for t in split] for split, n in
+            zip(data.load_splits(args.data_dir, device=args.device), kept)]
+
+
+def configuration(args, parameters, train_images, record):
+    """The run's configuration, as --metrics records it: the flags but the files, and more."""
+    flags = {k: v for k, v in vars(args).items()
+             if k not in ("rotation", "shift", "data_dir", "save_model", "metrics")}
+    return {**flags, "parameters": parameters, "optimizer": "SGD", "scheduler": "StepLR",
+            "rotation_degrees": args.rotation * args.augment, "device": str(args.device),
+            "shift_pixels": args.shift * args.augment,
+            "recompute_images": min(RECOMPUTE_IMAGES, train_images) * args.recompute_bn,
+            "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, **(record or {})}
+
+
+def progress(steps):
+    """A show(loss, correct, seen) for train_epoch: tqdm's line, printed at the epoch's end and on
+    a terminal redrawn every 25 steps before (reading the device's sums makes a GPU wait)."""
+    start, live, steps_done = time.perf_counter(), sys.stdout.isatty(), itertools.count(1)
+    bar = "█" if "█".encode(sys.stdout.encoding or "utf-8", "ignore") else "#"   # ASCII: tqdm's
+    clock = lambda seconds: "%02d:%02d" % divmod(int(seconds), 60)
+    def show(loss, correct, seen):
+        step = next(steps_done)
+        if step == steps or live and step % 25 == 0:
+            elapsed = time.perf_counter() - start
+            print(f"{chr(13) * live}Loss={loss.item():.4f} Batch_id={step - 1} Accuracy="
+                  f"{100 * correct.item() / seen:.2f}: {100 * step // steps:3d}%|"
+                  f"{bar * (10 * step // steps):10}| {step}/{steps} [{clock(elapsed)}<"
+                  f"{clock(elapsed / step * (steps - step))}, {step / elapsed:.2f}it/s]",
+                  end="\n" if step == steps else "", flush=True)
+    return show
+
+
+def keep(args, log, record, model):
+    """Print a finished epoch's time; write the model as tested (--save-model), then the epoch
+    with the others (--metrics); or end the run where a number of it is not finite."""
+    if not all(math.isfinite(v) for v in record.values() if isinstance(v, float)):
+        sys.exit(f"error: the loss became NaN or infinite in epoch {record['epoch']}; try an "
+                 f"--lr below {args.lr:g}")
+    recomputing = (f", {record['recompute_seconds']:.2f} s of it recomputing BatchNorm "
+                   "statistics" if "recompute_seconds" in record else "")
+    print("Epoch time: {seconds:.1f} s (train {train_seconds:.1f} s, {train_images_per_second:,.0f}"
+          " images/s; test {test_seconds:.2f} s".format(**record) + recomputing + ")")
+    if args.save_model:
+        torch.save(model.state_dict(), weights := io.BytesIO())   # a zip, in memory
+        write_whole(args.save_model, weights.getvalue())
+    log["epochs"].append(record)
+    save(args, log)
+
+
+def save(args, log):
+    if args.metrics and log["config"]:
+        write_whole(args.metrics, json.dumps(log, indent=2, allow_nan=False).encode() + b"\n")
+
+
+def write_whole(path, content):
+    """Write the bytes to path's target through a temporary file renamed over it: a reader never
+    sees half a file, a full disk leaves the file before, an existing file keeps its mode."""
+    temporary = os.path.realpath(path) + ".tmp"
+    try:
+        with open(temporary, "wb") as f:
+            f.write(content)
+        if os.path.exists(path):   # the file's mode, kept
+            os.chmod(temporary, os.stat(path).st_mode)
+        os.replace(temporary, os.path.realpath(path))
+    except OSError as e:
+        sys.exit(f"error: cannot write {path}: {e.strerror}")
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def stop(signum, frame):
+    """SIGTERM stops the run where it is, as Ctrl-C does; main's exit status tells them apart."""
+    raise KeyboardInterrupt("Stopped by SIGTERM")
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, stop)
+    if hasattr(signal, "SIGPIPE"):   # `python train.py | head`: a quiet end, as a shell tool's
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     sys.exit(main())

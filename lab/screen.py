@@ -10,14 +10,15 @@ channel on its own, then a 1x1 convolution to OUT channels: far fewer parameters
 a 2x2 max-pool; after the last token come global average pooling and a linear layer to the 10
 digits. A block is conv, ReLU, BatchNorm (the write-up's order) or conv, BatchNorm, ReLU, then
 Dropout where the candidate has it. Its recipe is Model 3's with the changes it names. The run is
-train.train_candidate: train.py's run with the candidate and its recipe in Model 4's place, and
-the metrics file records the candidate's name and layers beside the rest. The results and the
+train.main's, given the candidate and its recipe as Model 4 (its models= and recipes=), and the
+metrics file records the candidate's name and layers beside the rest. The results and the
 rules that chose among them are in results/README.md: `m3-...` and the others without a prefix
 were the candidates for Model 4 (results/screen/), `f...` its frontier (results/frontier/),
 `p...` the screen at 6,000 parameters or fewer (results/screen-6000/), `q...` the screen at
 4,500 or fewer (results/screen-4500/).
 """
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -25,7 +26,6 @@ if not __package__:   # run by its path (python lab/screen.py): the project's mo
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch.nn as nn
 
-import harness
 import train
 from models import summary
 
@@ -184,16 +184,22 @@ def main(argv):
             print(f"{name}: {spec}\n{summary(model_class(name)())}\n")
         return 0
     if not argv or argv[0] not in CANDIDATES:
-        raise harness.Failure(f"the first argument names a candidate: {', '.join(CANDIDATES)}", 2)
+        return refused(f"the first argument names a candidate: {', '.join(CANDIDATES)}")
     if "--model" in argv or any(a.startswith("--model=") for a in argv):
-        raise harness.Failure(
-            "a candidate takes Model 4's place; --model is not one of its flags", 2
-        )
+        return refused("a candidate takes Model 4's place; --model is not one of its flags")
     name = argv[0]
-    return train.train_candidate([*argv[1:], "--model", "4"], model_class(name),
-                                 dict(train.RECIPES[3], **CANDIDATES[name]["recipe"]),
-                                 dict(candidate=name, **layers(name)))
+    recipe = dict(train.RECIPES[3], **CANDIDATES[name]["recipe"])
+    return train.main([*argv[1:], "--model", "4"], models={**train.MODELS, 4: model_class(name)},
+                      recipes={**train.RECIPES, 4: recipe},
+                      record=dict(candidate=name, **layers(name)))
+
+
+def refused(message):
+    """A bad argument: one line on stderr, exit status 2."""
+    print(f"python -m lab.screen: error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":
-    sys.exit(harness.boundary(lambda: main(sys.argv[1:])))
+    signal.signal(signal.SIGTERM, train.stop)
+    sys.exit(main(sys.argv[1:]))

@@ -21,7 +21,6 @@ from pathlib import Path
 
 if not __package__:   # run by its path (python lab/tables.py): the project's modules are one up
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import harness
 import plot
 import train
 from train import TARGET_ACCURACY, TARGET_EPOCHS, target_met
@@ -107,6 +106,8 @@ def why_not_counted(run, path=None):
         return f"interrupted ({done})"
     if len(run["epochs"]) != config["epochs"]:
         return f"unfinished ({done})"
+    if "result" not in run:
+        return f"no verdict ({done}): stopped after its last epoch"
     folder = (
         re.fullmatch(r"model(\d+)", path.parent.name)
         if path and path.parent.parent == RESULTS
@@ -536,21 +537,20 @@ def rewrite_readmes():
                 replaced[max(candidates)[1]] = rows
         for (a, b), rows in sorted(replaced.items(), reverse=True):
             lines[a:b] = rows
-        harness.write_atomically(path, lambda f: f.write("\n".join(lines).encode("utf-8")))
+        train.write_whole(path, "\n".join(lines).encode("utf-8"))
 
 
 def main(argv):
-    parser = harness.ArgumentParser(prog="python -m lab.tables", description=(
+    parser = train.parser(prog="python -m lab.tables", description=(
         "Print every table of both READMEs from the runs under results/, and redraw "
         "results/accuracy.svg."))
     parser.add_argument("--write", action="store_true", help="put each table in its README too")
     args = parser.parse_args(argv)
     for path, why in not_counted():
         print(f"not counted: results/{path.as_posix()}: {why}", file=sys.stderr)
-    harness.write_atomically(SVG, lambda f: f.write(accuracy_svg().encode("utf-8")))
-    harness.write_atomically(RELIABILITY, lambda f: f.write(reliability_svg().encode("utf-8")))
-    curves = plot.curves(read_run(CURVES_RUN), CURVES_RUN.name)
-    harness.write_atomically(CURVES, lambda f: f.write(curves.encode("utf-8")))
+    train.write_whole(SVG, accuracy_svg().encode("utf-8"))
+    train.write_whole(RELIABILITY, reliability_svg().encode("utf-8"))
+    train.write_whole(CURVES, plot.curves(read_run(CURVES_RUN), CURVES_RUN.name).encode("utf-8"))
     if args.write:   # rewrite both READMEs' tables in place, then print them
         rewrite_readmes()
     for title, text in (
@@ -569,4 +569,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    sys.exit(harness.boundary(lambda: main(sys.argv[1:])))
+    sys.exit(main(sys.argv[1:]))

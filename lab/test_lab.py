@@ -14,7 +14,6 @@ from pathlib import Path
 
 import torch
 
-import harness
 import plot
 import train
 from lab import screen, tables
@@ -25,6 +24,7 @@ HERE = Path(__file__).resolve().parent.parent
 MODEL3_CONFIG = dict(
     train.RECIPES[3], model=3, rotation_degrees=7.0, shift_pixels=0.0, dry_run=False
 )
+VERDICT = {"best_train_accuracy": 99.0}   # the verdict's field that the tables read
 
 
 class TestTables(unittest.TestCase):
@@ -35,7 +35,7 @@ class TestTables(unittest.TestCase):
             epochs_ = [{"test_accuracy": t} for t in [99.0] * padding + tests]
             for epoch, t in zip(epochs_, [99.0] * padding + (trained or [])):
                 epoch["test_accuracy_trained_statistics"] = t
-            return {"config": config, "epochs": epochs_}
+            return {"config": config, "epochs": epochs_, "result": VERDICT}
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp) / "trials"
             (folder / "model3").mkdir(parents=True)
@@ -64,7 +64,8 @@ class TestTables(unittest.TestCase):
                 shift_pixels=recipe["shift"],
             )
             config.update(changes)
-            return {"config": config, "epochs": [{"test_accuracy": t} for t in [99.0] * 11 + tests]}
+            return {"config": config, "result": VERDICT,
+                    "epochs": [{"test_accuracy": t} for t in [99.0] * 11 + tests]}
         with tempfile.TemporaryDirectory() as tmp:
             for seed in (1, 2):
                 for metrics in (
@@ -133,13 +134,14 @@ class TestTables(unittest.TestCase):
         def run(seed, dry_run=False, interrupted=False, epochs=15):
             config = dict(MODEL3_CONFIG, seed=seed, epochs=15, dry_run=dry_run, recompute_bn=False)
             record = {"config": config, "epochs": [{"test_accuracy": 42.73}] * epochs}
-            return dict(record, interrupted=True) if interrupted else record
+            return dict(record, interrupted=True) if interrupted else dict(record, result=VERDICT)
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp) / "model3"
             folder.mkdir()
             for name, metrics in (
                 ("seed1", run(1)), ("seed2", run(2)), ("seed3", run(3, dry_run=True)),
                 ("seed4", run(4, interrupted=True)), ("seed5", run(5, epochs=2)),
+                ("seed6", {k: v for k, v in run(6).items() if k != "result"}),   # no verdict
             ):
                 (folder / f"{name}.json").write_text(json.dumps(metrics))
             lines = tables.recipe_summary(Path(tmp), fewest=2).splitlines()
@@ -151,13 +153,15 @@ class TestTables(unittest.TestCase):
                 ("model3/seed3.json", "a --dry-run"),
                 ("model3/seed4.json", "interrupted (15 of 15 epochs)"),
                 ("model3/seed5.json", "unfinished (2 of 15 epochs)"),
+                ("model3/seed6.json", "no verdict (15 of 15 epochs): stopped after its last epoch"),
             ],
         )
 
     def test_a_run_of_another_recipe_or_length_or_not_a_run_is_not_counted_and_is_named(self):
         def run(seed, epochs=15, **change):
             config = dict(MODEL3_CONFIG, seed=seed, epochs=epochs, **change)
-            return {"config": config, "epochs": [{"test_accuracy": 99.5}] * epochs}
+            return {"config": config, "epochs": [{"test_accuracy": 99.5}] * epochs,
+                    "result": VERDICT}
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp) / "model3"
             folder.mkdir()
@@ -180,14 +184,12 @@ class TestTables(unittest.TestCase):
 
     def test_a_copy_or_a_run_with_a_field_missing_or_not_a_number_is_not_counted_and_is_named(self):
         run = lambda seed, **epoch: {"config": dict(MODEL3_CONFIG, seed=seed, epochs=15),
-                                     "epochs": [dict({"test_accuracy": 99.5}, **epoch)] * 15}
+                                     "epochs": [dict({"test_accuracy": 99.5}, **epoch)] * 15,
+                                     "result": VERDICT}
         broken = {
             "seed21copy": run(21),
             "seed22": dict(run(22), epochs=[None] * 15),
-            "seed23": {
-                "config": dict(MODEL3_CONFIG, seed="23", epochs=15),
-                "epochs": run(23)["epochs"],
-            },
+            "seed23": dict(run(23), config=dict(MODEL3_CONFIG, seed="23", epochs=15)),
             "seed24": run(24, test_accuracy=float("nan")),
             "seed25": {"config": MODEL3_CONFIG},
         }
@@ -205,7 +207,9 @@ class TestTables(unittest.TestCase):
     def test_the_command_refuses_a_flag_it_does_not_know_and_runs_by_its_path(self):
         for argv in (["--wirte"], ["results"]):
             with self.subTest(argv=argv), contextlib.redirect_stderr(err := io.StringIO()):
-                self.assertEqual(status(lambda: tables.main(argv)), 2)
+                with self.assertRaises(SystemExit) as stop:
+                    tables.main(argv)
+            self.assertEqual(stop.exception.code, 2)
             self.assertEqual(len(err.getvalue().strip().splitlines()), 1)
         for script in ("lab/tables.py", "lab/screen.py"):
             with self.subTest(script=script):
@@ -214,30 +218,10 @@ class TestTables(unittest.TestCase):
                 self.assertEqual((result.returncode, result.stderr), (0, ""))
 
 
-    def test_the_command_prints_to_an_ascii_console(self):
-        out = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
-        with tempfile.TemporaryDirectory() as tmp, unittest.mock.patch.object(
-            tables, "SVG", Path(tmp) / "a.svg"
-        ), contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
-            self.assertEqual(harness.boundary(lambda: tables.main([])), 0)
-            out.flush()
-            self.assertEqual((Path(tmp) / "a.svg").read_text(), tables.accuracy_svg())
-        printed = out.buffer.getvalue().decode("ascii")
-        self.assertIn("## headline (README.md)", printed)
-        self.assertIn("| 1 | 9,746 | 1\\u20133 |", printed)   # an en dash it cannot encode
-
-
-def status(work):
-    """The exit status work() gives inside a script's error boundary."""
-    try:
-        return harness.boundary(work)
-    except SystemExit as e:   # argparse's, for a bad flag
-        return e.code
-
-
 def screened(argv):
-    """lab.screen's exit status for argv, as its command line gives it."""
-    return status(lambda: screen.main(argv))
+    """lab.screen's exit status for argv, and what it wrote on stderr."""
+    with contextlib.redirect_stderr(err := io.StringIO()):
+        return screen.main(argv), err.getvalue()
 
 
 class TestScreen(unittest.TestCase):
@@ -269,34 +253,25 @@ class TestScreen(unittest.TestCase):
                 self.assertIn(f"Total params: {count_parameters(model)[0]:,}", summary(model))
                 self.assertEqual(tuple(model.eval()(torch.zeros(2, 1, 28, 28)).shape), (2, 10))
 
-    def test_an_unknown_candidate_exits_2_with_one_line(self):
-        with contextlib.redirect_stderr(err := io.StringIO()):
-            self.assertEqual(screened(["no-such-design", "--seed", "1"]), 2)
-        self.assertEqual(len(err.getvalue().strip().splitlines()), 1)
-
-    def test_a_candidate_run_trains_the_candidate_or_refuses(self):
-        for argv in (["m3-nodrop", "--model", "3"], ["m3-nodrop", "--model=3"]):
+    def test_an_unknown_candidate_or_a_model_exits_2_with_one_line(self):
+        for argv in (["no-such-design", "--seed", "1"], ["m3-nodrop", "--model", "3"],
+                     ["m3-nodrop", "--model=3"]):
             with self.subTest(args=argv):
-                with contextlib.redirect_stderr(err := io.StringIO()):
-                    self.assertEqual(screened(argv), 2)
-                self.assertEqual(len(err.getvalue().strip().splitlines()), 1)
+                code, err = screened(argv)
+                self.assertEqual((code, len(err.strip().splitlines())), (2, 1))
         with contextlib.redirect_stdout(out := io.StringIO()):
             self.assertEqual(screen.main(["--help"]), 0)
         self.assertIn("python -m lab.screen NAME", out.getvalue())
 
-    def test_the_screen_gives_train_py_the_candidate_without_changing_train_py(self):
+    def test_the_screen_gives_train_main_the_candidate_as_model_4_and_changes_no_global(self):
         before = (dict(train.MODELS), {k: dict(v) for k, v in train.RECIPES.items()})
-        seen = {}
-        def run(args, model_class, train_split, test_split, log):
-            seen.update(model=model_class, lr=args.lr, record=log.record)
-            raise harness.Failure("stop here", 2)
-        with unittest.mock.patch.object(train, "run", run), contextlib.redirect_stderr(
-            io.StringIO()
-        ):
-            self.assertEqual(screen.main(["p5936-lr04", "--dry-run"]), 2)
-        self.assertEqual(count_parameters(seen["model"]())[0], 5936)
-        self.assertEqual(seen["lr"], 0.04)
-        self.assertEqual(seen["record"]["candidate"], "p5936-lr04")
+        with unittest.mock.patch.object(train, "main", return_value=0) as main:
+            self.assertEqual(screen.main(["p5936-lr04", "--dry-run"]), 0)
+        (argv,), given = main.call_args
+        self.assertEqual(argv, ["--dry-run", "--model", "4"])
+        self.assertEqual(count_parameters(given["models"][4]())[0], 5936)
+        self.assertEqual(given["recipes"][4]["lr"], 0.04)
+        self.assertEqual(given["record"]["candidate"], "p5936-lr04")
         self.assertEqual((dict(train.MODELS), {k: dict(v) for k, v in train.RECIPES.items()}),
                          before)
 
