@@ -168,13 +168,14 @@ def strict_json(path):
 
 def start_training(tmp, *flags):
     """train.py in a child process on the tiny data, Model 1 for many epochs, once its first
-    epoch is written to tmp/m.json (waiting up to 15 minutes: a safety net, not a speed limit)."""
+    epoch is written to tmp/m.json (waiting up to 15 minutes: a safety net, not a speed limit).
+    A shell's `nohup ... &` hands a child SIGINT ignored; this one gets Ctrl-C's default back."""
     child = subprocess.Popen([sys.executable, str(HERE / "train.py"), "--model", "1", "--epochs",
                               "100000", "--data-dir", str(tmp / "data"), "--metrics",
                               str(tmp / "m.json"), *flags],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.monotonic() + 900   # `nohup ... &` hands SIGINT ignored; Ctrl-C's is back
+    deadline = time.monotonic() + 900
     while not (tmp / "m.json").exists() and time.monotonic() < deadline and child.poll() is None:
         time.sleep(0.05)
     return child

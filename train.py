@@ -106,7 +106,7 @@ def recompute_batchnorm_statistics(model, batches):
 def test(model, train_split, test_split, args):
     """Test the model and print the result; with args.recompute_bn, first a copy whose BatchNorm
     statistics are recomputed, then the model as trained. Return the figures, the model tested."""
-    def tested(m, what=""):   # on a CPU, a channels_last copy tests 1.3-2.9x faster
+    def scored(m, what=""):   # on a CPU, a channels_last copy tests 1.3-2.9x faster
         if args.device.type == "cpu":
             m = copy.deepcopy(m).to(memory_format=torch.channels_last)
         loss, correct, total = evaluate(m, data.test_batches(*test_split, args.test_batch_size))
@@ -116,12 +116,12 @@ def test(model, train_split, test_split, args):
                 "test_correct": correct, "test_total": total}
     print()
     if not args.recompute_bn:
-        return tested(model), model
+        return scored(model), model
     start = time.perf_counter()
     first = data.test_batches(*(t[:RECOMPUTE_IMAGES] for t in train_split), RECOMPUTE_BATCH)
     recomputed = recompute_batchnorm_statistics(copy.deepcopy(model), first)
     seconds = time.perf_counter() - start
-    result, as_trained = tested(recomputed), tested(model, ", BatchNorm statistics as trained")
+    result, as_trained = scored(recomputed), scored(model, ", BatchNorm statistics as trained")
     result.update({f"{key}_trained_statistics": as_trained[key] for key in
                    ("test_loss", "test_correct", "test_accuracy")}, recompute_seconds=seconds)
     return result, recomputed
