@@ -5,8 +5,8 @@
     python plot.py m5.pt --model 5             # the misclassified test digits -> m5.svg
 
 A .json file is a run's metrics, any other a state_dict, which needs --model: it does not say
-which model it is (Models 3 and 4 hold the same tensors). The picture is an SVG, each digit a PNG
-inside: beside the file, where no picture is yet, or where --out says.
+which model it is (Models 3 and 4 hold the same tensors). The picture, an SVG with each digit a
+PNG inside, goes beside the file if no picture is there yet, or where --out says.
 """
 import base64
 import json
@@ -165,8 +165,8 @@ def confusion_matrix(labels, predicted):
 
 
 def png_uri(image):
-    """A data: URI of an image in [0, 1] (1 x H x W): an 8-bit grey PNG, as torchvision's
-    deprecated encode_png would write it."""
+    """A data: URI of an image in [0, 1] (1 x H x W), an 8-bit grey PNG written here:
+    torchvision deprecates its encode_png (0.29), to be removed."""
     grey = (image.clamp(0, 1) * 255).round().to(torch.uint8).cpu()[0]
     chunk = lambda kind, body: (struct.pack(">I", len(body)) + kind + body
                                 + struct.pack(">I", zlib.crc32(kind + body)))
