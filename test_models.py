@@ -675,7 +675,7 @@ class TestCommandLine(TinyData):
 
     def test_a_rotation_or_shift_without_augment(self):
         for extra in (["--no-augment", "--shift", "2"], ["--model", "1", "--rotation", "5"]):
-            self.assert_refused_before_the_data(extra, "trains without --augment")
+            self.assert_refused_before_the_data(extra, "unused without --augment")
 
     def test_a_rotation_of_0_is_a_shift_alone(self):
         metrics = self.tmp / "m.json"
