@@ -284,7 +284,7 @@ def parse_args(argv, models, recipes):
     given = {name for name, value in vars(args).items() if value is not None}
     vars(args).update({k: v for k, v in recipes[args.model].items() if k not in given})
     if not args.augment and given & {"rotation", "shift"}:
-        p.error("argument --rotation/--shift: unused without --augment, as this run is")
+        p.error("argument --rotation/--shift: unused without --augment (this run has none)")
     if args.metrics and os.path.realpath(args.metrics) == os.path.realpath(args.save_model or ""):
         p.error(f"argument --metrics: {args.metrics} is the --save-model file too")
     args.device = torch.device([*here, "cpu"][0] if args.device == "auto" else args.device)
