@@ -183,21 +183,16 @@ def main(argv):
         for name, spec in CANDIDATES.items():
             print(f"{name}: {spec}\n{summary(model_class(name)())}\n")
         return 0
+    refuse = train.parser(prog="python -m lab.screen").error   # one line, exit 2
     if not argv or argv[0] not in CANDIDATES:
-        return refused(f"the first argument names a candidate: {', '.join(CANDIDATES)}")
+        refuse(f"the first argument names a candidate: {', '.join(CANDIDATES)}")
     if "--model" in argv or any(a.startswith("--model=") for a in argv):
-        return refused("a candidate takes Model 4's place; --model is not one of its flags")
+        refuse("a candidate takes Model 4's place; --model is not one of its flags")
     name = argv[0]
     recipe = dict(train.RECIPES[3], **CANDIDATES[name]["recipe"])
     return train.main([*argv[1:], "--model", "4"], models={**train.MODELS, 4: model_class(name)},
                       recipes={**train.RECIPES, 4: recipe},
                       record=dict(candidate=name, **layers(name)))
-
-
-def refused(message):
-    """A bad argument: one line on stderr, exit status 2."""
-    print(f"python -m lab.screen: error: {message}", file=sys.stderr)
-    return 2
 
 
 if __name__ == "__main__":

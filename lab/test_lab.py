@@ -219,7 +219,10 @@ class TestTables(unittest.TestCase):
 def screened(argv):
     """lab.screen's exit status for argv, and what it wrote on stderr."""
     with contextlib.redirect_stderr(err := io.StringIO()):
-        return screen.main(argv), err.getvalue()
+        try:
+            return screen.main(argv), err.getvalue()
+        except SystemExit as stop:   # argparse's, for a bad argument
+            return stop.code, err.getvalue()
 
 
 class TestScreen(unittest.TestCase):
