@@ -77,7 +77,7 @@ def panel(left, top, width, height, title, series, low, high, step, shaded=3, ta
         out.append(element("polyline", points=points, fill="none", stroke=colour,
                            stroke_width=line_width, stroke_opacity=opacity))
         for e, v in enumerate(values if show_outside else []):
-            if not low <= v <= high:   # above the bottom edge, or below the top one
+            if not low <= v <= high:   # below the bottom edge, or above the top one
                 out.append(element("text", f"{'↓' if v < low else '↑'} {v:.2f}", fill=colour,
                                    x=f"{x(e) + 4:.1f}", y=f"{y(v) + (-4 if v < low else 12):.1f}"))
     if target is not None:
