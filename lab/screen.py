@@ -2,6 +2,7 @@
 
     python -m lab.screen NAME [train.py flags]     # e.g. m3-nodrop --seed 1 --metrics out.json
     python -m lab.screen --list                    # every candidate's table and recipe
+    python -m lab.screen --choose [FOLDER]         # a screen's choice from its runs in results/
 
 A candidate is a layer string read left to right, as `sweep.py` (the GPU sweep, results/README.md)
 writes it: `OUTpPAD` is a 3x3 convolution to OUT channels with padding PAD (`OUTkKpPAD` a KxK one:
@@ -19,15 +20,21 @@ were the candidates for Model 4 (results/screen/), `f...` its frontier (results/
 """
 import re
 import signal
+import statistics
 import sys
 from pathlib import Path
 
 if not __package__:   # run by its path (python lab/screen.py): the project's modules are one up
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 import train
-from models import summary
+from models import Model4, summary
+
+SCREENS = Path(__file__).resolve().parent.parent / "results"
+TEACHER = SCREENS / "teacher" / "model4-seed1.pt"   # Model 4, seed 1 (results/README.md)
 
 MODEL3_LAYERS = "8p1 12p1 M 16p1 16p0 M 11p0 10p0"
 F5936 = "8p1 12p1 M 12p1 12p0 M 11p0 10p0"   # the frontier's best design under 6,000 parameters
@@ -125,13 +132,27 @@ CANDIDATES = {
            ("r4134-late12", "6p1 6p1 M 8p1 10p0 M 12p0 12p0", {}),
            ("r3786-batch128", "6p1 8p1 M 8p1 10p0 M 10p0 10p0", dict(batch_size=128, lr=0.08)),
        ]},
+    # What the small network learns from, at the two best designs below 5,000 parameters: a
+    # teacher (Model 4's answers at a temperature, with a weight), an average of the weights, or
+    # BatchNorm statistics recomputed on clean training digits.
+    **{f"{size}-{lever}": dict(on_model5s(layers, **recipe), **how)
+       for size, layers, recipe in [("s4462", Q4462, dict(batch_size=128, lr=0.08)),
+                                    ("s3786", "6p1 8p1 M 8p1 10p0 M 10p0 10p0", {})]
+       for lever, how in [("kd2", dict(temperature=2.0, weight=0.5)),
+                          ("kd4", dict(temperature=4.0, weight=0.9)),
+                          ("ema", dict(decay=0.999)),
+                          ("clean", dict(recipe=dict(on_model5s(layers, **recipe)["recipe"],
+                                                     recompute_bn=True)))]},
 }
 
 
 class Candidate(nn.Sequential):
-    """The blocks of a layer string, global average pooling, a linear layer, log-probabilities."""
+    """The blocks of a layer string, global average pooling, a linear layer, log-probabilities;
+    with a `temperature`, taught by Model 4 (TEACHER); with a `decay`, tested with an average of
+    its weights."""
 
-    def __init__(self, layers, order="conv-relu-bn", dropout=0.0, conv_bias=False, fc_bias=False):
+    def __init__(self, layers, order="conv-relu-bn", dropout=0.0, conv_bias=False, fc_bias=False,
+                 temperature=None, weight=0.0, decay=None):
         blocks, channels = [], 1
         for token in layers.split():
             if token == "M":
@@ -162,6 +183,34 @@ class Candidate(nn.Sequential):
             *blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, 10, bias=fc_bias),
             nn.LogSoftmax(dim=-1),
         )
+        self.temperature, self.weight, self.decay = temperature, weight, decay
+        if temperature:   # in a list, the teacher is no submodule: never trained, counted or saved
+            self.teacher = [Model4().eval()]
+            self.teacher[0].load_state_dict(torch.load(TEACHER, weights_only=True))
+        for i, p in enumerate(self.parameters() if decay else []):   # not in the state_dict
+            self.register_buffer(f"average{i}", p.detach().clone(), persistent=False)
+
+    def forward(self, x, averaged=True):
+        """In training, with a teacher, (1 - weight) x the log-probabilities - weight x T^2 x
+        KL(teacher's || own, both softened by T) per image, so that train.py's nll_loss of it is
+        the distillation loss of Hinton et al. (2015) and its argmax the prediction; with a decay,
+        each step first moves the average towards the weights. Tested: with the average."""
+        if self.decay and not self.training and averaged:
+            weights = {name: getattr(self, f"average{i}")
+                       for i, (name, _) in enumerate(self.named_parameters())}
+            return torch.func.functional_call(self, weights, (x,), {"averaged": False})
+        if self.decay and self.training:
+            with torch.no_grad():
+                for i, p in enumerate(self.parameters()):
+                    getattr(self, f"average{i}").lerp_(p, 1 - self.decay)
+        output = super().forward(x)
+        if not (self.temperature and self.training):
+            return output
+        with torch.no_grad():
+            taught = F.log_softmax(self.teacher[0].to(x.device)(x) / self.temperature, dim=1)
+        own = F.log_softmax(output / self.temperature, dim=1)
+        divergence = F.kl_div(own, taught, reduction="none", log_target=True).sum(dim=1)
+        return (1 - self.weight) * output - self.weight * self.temperature ** 2 * divergence[:, None]
 
 
 def layers(name):
@@ -175,9 +224,32 @@ def model_class(name):
     )
 
 
+def choose(folder, seeds=range(1, 11), within=0.02):
+    """A screen's choice: among the candidates run on every one of `seeds`, the highest level
+    (the mean over seeds of the last three test accuracies); then the design with the fewest
+    parameters within `within` point of it. Returns {name: (parameters, level)} and the choice."""
+    from lab import tables
+    levels = {}
+    for name, runs in tables.candidate_runs(folder).items():
+        runs = [run for run in runs if run["config"]["seed"] in seeds]
+        if len(runs) == len(seeds):
+            levels[name] = (runs[0]["config"]["parameters"], statistics.mean(
+                tables.level(tables.test_accuracies(run)) for run in runs))
+    best = max((level for _, level in levels.values()), default=None)
+    near = [(parameters, -level, name) for name, (parameters, level) in levels.items()
+            if level >= best - within]
+    return levels, min(near)[2] if near else None
+
+
 def main(argv):
     if argv[:1] in (["-h"], ["--help"]):
         print(__doc__.strip())
+        return 0
+    if argv[:1] == ["--choose"]:
+        levels, choice = choose(SCREENS / (argv[1] if len(argv) > 1 else "screen-levers"))
+        for name, (parameters, level) in sorted(levels.items(), key=lambda item: -item[1][1]):
+            print(f"{name}: {parameters:,} parameters, level {level:.3f}% over seeds 1-10")
+        print(f"chosen: {choice}")
         return 0
     if argv[:1] == ["--list"]:
         for name, spec in CANDIDATES.items():
