@@ -2,17 +2,17 @@
 
     python train.py --model 5 --metrics run.json --save-model m5.pt
     python plot.py run.json                    # accuracy and loss per epoch -> run.svg
-    python plot.py m5.pt --model 5             # the misclassified test digits -> m5.svg
+    python plot.py m5.pt --model 5             # the misclassified test digits -> m5-mistakes.svg
 
 A .json file is a run's metrics, any other a state_dict, which needs --model: it does not say
 which model it is (Models 3 and 4 hold the same tensors). The picture, an SVG with each digit a
-PNG inside, goes beside the file if no picture is there yet, or where --out says.
+PNG inside, goes beside the file if no picture is there yet, or where --out says (never over the
+file it reads).
 """
 import base64
 import json
 import math
 import os
-import re
 import struct
 import sys
 import zlib
@@ -89,13 +89,13 @@ def panel(left, top, width, height, title, series, low, high, step, shaded=3, ta
 
 def curves(run, name):
     """The SVG of a run's metrics: accuracy, and loss, per epoch, training and test; the target
-    (the one its result states) dashed, its last epochs shaded, a value below the axis marked."""
+    its verdict records dashed, its last epochs shaded (a file from before the verdict recorded
+    them as numbers: train.py's), a value below the axis marked."""
     epochs, result = run["epochs"], run.get("result", {})
     accuracy = [[e[k] for e in epochs] for k in ("train_accuracy", "test_accuracy")]
     loss = [[e[k] for e in epochs] for k in ("train_loss", "test_loss")]
-    target = re.search(r"([\d.]+)% test accuracy in each of the last (\d+) epochs",
-                       str(result.get("target")))
-    level, last = (float(target[1]), int(target[2])) if target else (None, 0)
+    level = result.get("target_accuracy", train.TARGET_ACCURACY if result else None)
+    last = result.get("target_epochs", train.TARGET_EPOCHS if result else 0)
     lowest = min(98.5, *([a for values in accuracy for a in values[1:]] or accuracy[1]))
     every = next(s for s in (0.5, 1, 2, 5, 10, 20) if (100 - lowest) / s <= 8)   # grid lines
     low = every * math.floor(lowest / every)   # epoch 0 may start far below: marked at the edge
@@ -229,19 +229,23 @@ def main(argv=None):
     p = train.parser(description=__doc__.splitlines()[0])
     p.add_argument("file", help="a --metrics file (.json), or a state_dict of --save-model")
     p.add_argument("--model", type=int, choices=sorted(MODELS), help="which model the weights are")
-    p.add_argument("--out", type=train.output, help="the picture (default: FILE.svg, if new)")
+    p.add_argument("--out", type=train.writable,
+                   help="the picture (default, if new: FILE.svg, or FILE-mistakes.svg for weights)")
     p.add_argument("--data-dir", default=data.default_data_dir(), help="as train.py's")
     args = p.parse_args(argv)
+    weights = not args.file.endswith(".json")
     if not os.path.isfile(args.file):
         p.error(f"argument file: {args.file} is not a file that can be read")
-    out = args.out or os.path.splitext(args.file)[0] + ".svg"
+    if weights and args.model is None:
+        p.error("argument --model: required for weights (Models 3 and 4 hold the same tensors)")
+    out = args.out or os.path.splitext(args.file)[0] + ("-mistakes.svg" if weights else ".svg")
     if not args.out and os.path.exists(out):
         p.error(f"argument --out: {out} exists; name it with --out to replace it")
-    if args.file.endswith(".json"):
+    if os.path.realpath(out) == os.path.realpath(args.file):
+        p.error(f"argument --out: {out} is the file it draws")
+    if not weights:
         run = read_metrics(args.file)
         svg, said = curves(run, os.path.basename(args.file)), f"{len(run['epochs'])} epoch(s)"
-    elif args.model is None:
-        p.error("argument --model: required for weights (Models 3 and 4 hold the same tensors)")
     else:
         model = load_model(args.file, args.model)
         pixels, labels = data.load_split(args.data_dir, train=False)
@@ -251,10 +255,14 @@ def main(argv=None):
         right = (predicted == labels).sum().item()
         said = (f"{len(labels) - right} misclassified test digits of {len(labels):,} "
                 f"({100 * right / len(labels):.2f}% correct)")
-    train.write_whole(out, svg.encode("utf-8"))
+    try:
+        train.write_whole(out, svg.encode("utf-8"))
+    except OSError as e:
+        sys.exit(f"error: cannot write {e.filename}: {e.strerror}")
     print(f"Drew {said} in {out}")
     return 0
 
 
 if __name__ == "__main__":
+    sys.stdout.reconfigure(errors="replace")   # a name the console cannot spell: "?", no crash
     sys.exit(main())

@@ -1,11 +1,11 @@
 """Train one of the tiny MNIST models with SGD and StepLR: `python train.py --model 3 --epochs 15`.
 
-The lesson reads top to bottom: the recipes, one epoch of training, the test, the run, the
-verdict (at least 99.40% test accuracy in each of the last 3 epochs); `train_epoch`, `evaluate` and
-`recompute_batchnorm_statistics` need nothing but torch. `main` runs it, calling in order the
-plumbing below it: the flags, the data, the progress line, the files, one line for each failure.
+Top to bottom: the lesson (the recipes, an epoch of training, the test, the run, the verdict),
+torch alone; the plumbing (the flags, the data, the progress line, the files); `main`, calling them
+in that order and turning each way a run can fail into one line.
 """
 import argparse
+import contextlib
 import copy
 import io
 import itertools
@@ -24,9 +24,8 @@ import torchvision
 import data
 from models import MODELS, count_parameters, summary
 
-# Each model's recipe, its step of the story; every flag overrides it. Models 1 and 2 train as the
-# write-up first did; Models 3-5 rotate (4 and 5 shift too), the rate cut tenfold before epochs 6
-# and 12. Models 2 and 3 have Dropout: they test with statistics recomputed without it.
+# Each model's recipe, its step of the story; a flag overrides it. Models 3-5 rotate (4 and 5 shift
+# too), the rate cut tenfold at epochs 6 and 12; 2 and 3 have Dropout: they recompute statistics.
 RECIPES = {
     1: dict(batch_size=32, lr=0.01, momentum=0.9, weight_decay=0.0, step_size=15, gamma=1.0,
             augment=False, rotation=7.0, shift=0.0, recompute_bn=False),
@@ -46,11 +45,13 @@ RECOMPUTE_BATCH = 250     # recomputed, in batches of 250 whatever --test-batch-
 
 
 def train_epoch(model, batches, optimizer, show=None):
-    """One pass over the (images, labels) batches; (mean loss, accuracy %). The sums stay on the
-    device; show(loss, correct, seen), if given, sees them after every step (a progress line)."""
+    """One pass over the batches, moved to the model's device; (mean loss, correct, seen). The sums
+    stay on the device; show(loss, correct, seen), if given, sees them each step (progress)."""
+    device = next(model.parameters()).device
     model.train()
     loss_sum, correct, seen = 0, 0, 0
     for images, labels in batches:
+        images, labels = images.to(device), labels.to(device)
         optimizer.zero_grad(set_to_none=True)
         output = model(images)
         loss = F.nll_loss(output, labels)
@@ -61,15 +62,17 @@ def train_epoch(model, batches, optimizer, show=None):
         seen += len(labels)
         if show:
             show(loss, correct, seen)
-    return loss_sum.item() / seen, 100 * correct.item() / seen
+    return loss_sum.item() / seen, correct.item(), seen
 
 
 def evaluate(model, batches):
-    """(mean loss, correct, total) over the test batches, the model in eval mode."""
+    """(mean loss, correct, total) over the batches, moved to the model's device, in eval mode."""
+    device = next(model.parameters()).device
     model.eval()
     loss_sum, correct, total = 0.0, 0, 0
     with torch.inference_mode():
         for images, labels in batches:
+            images, labels = images.to(device), labels.to(device)
             output = model(images)
             loss_sum += F.nll_loss(output, labels, reduction="sum").item()
             correct += (output.argmax(dim=1) == labels).sum().item()
@@ -80,10 +83,9 @@ def evaluate(model, batches):
 def recompute_batchnorm_statistics(model, batches):
     """Measure the model's BatchNorm statistics afresh over `batches` of training images with
     Dropout off, in place (give it a copy: training goes on with its own); return the model.
-
-    In training, Dropout zeroes a tenth of each block's activations and scales the rest by 1/0.9,
-    so BatchNorm's running variance is not the one test time sees, with Dropout off: the
-    "variance shift" (Li et al., CVPR 2019). Training never reads these statistics."""
+    Dropout scales what it keeps by 1/0.9 in training, so the running variance is not the one the
+    test sees, with Dropout off: the "variance shift" (Li et al., CVPR 2019)."""
+    device = next(model.parameters()).device
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     modes, momenta, seen = [m.training for m in model.modules()], [m.momentum for m in norms], 0
     model.eval()
@@ -94,7 +96,7 @@ def recompute_batchnorm_statistics(model, batches):
         for images, _ in batches:
             for m in norms:
                 m.momentum = len(images) / (seen + len(images))   # each image counts the same
-            model(images)
+            model(images.to(device))
             seen += len(images)
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
@@ -103,33 +105,39 @@ def recompute_batchnorm_statistics(model, batches):
     return model
 
 
+def score(model, test_split, args, what=""):
+    """Test the model, print its line, return its figures; on a CPU a channels_last copy (1.3-2.9x
+    faster)."""
+    if args.device.type == "cpu":
+        model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    loss, correct, total = evaluate(model, data.test_batches(*test_split, args.test_batch_size))
+    print(f"Test set{what}: Average loss: {loss:.4f}, Accuracy: {correct}/{total} "
+          f"({100 * correct / total:.2f}%)")
+    return {"test_accuracy": 100 * correct / total, "test_loss": loss, "test_correct": correct,
+            "test_total": total}
+
+
 def test(model, train_split, test_split, args):
-    """Test the model and print the result; with args.recompute_bn, first a copy whose BatchNorm
-    statistics are recomputed, then the model as trained. Return the figures, the model tested."""
-    def scored(m, what=""):   # on a CPU, a channels_last copy tests 1.3-2.9x faster
-        if args.device.type == "cpu":
-            m = copy.deepcopy(m).to(memory_format=torch.channels_last)
-        loss, correct, total = evaluate(m, data.test_batches(*test_split, args.test_batch_size))
-        print(f"Test set{what}: Average loss: {loss:.4f}, Accuracy: {correct}/{total} "
-              f"({100 * correct / total:.2f}%)")
-        return {"test_accuracy": 100 * correct / total, "test_loss": loss,
-                "test_correct": correct, "test_total": total}
+    """The test after an epoch: with args.recompute_bn, of a copy whose BatchNorm statistics are
+    recomputed, then of the model as trained. Return the figures and the model tested."""
     print()
     if not args.recompute_bn:
-        return scored(model), model
+        return score(model, test_split, args), model
     start = time.perf_counter()
     first = data.test_batches(*(t[:RECOMPUTE_IMAGES] for t in train_split), RECOMPUTE_BATCH)
     recomputed = recompute_batchnorm_statistics(copy.deepcopy(model), first)
     seconds = time.perf_counter() - start
-    result, as_trained = scored(recomputed), scored(model, ", BatchNorm statistics as trained")
-    result.update({f"{key}_trained_statistics": as_trained[key] for key in
-                   ("test_loss", "test_correct", "test_accuracy")}, recompute_seconds=seconds)
-    return result, recomputed
+    figures = score(recomputed, test_split, args)
+    as_trained = score(model, test_split, args, ", BatchNorm statistics as trained")
+    figures.update({f"{key}_trained_statistics": as_trained[key] for key in
+                    ("test_loss", "test_correct", "test_accuracy")}, recompute_seconds=seconds)
+    return figures, recomputed
 
 
-def run(args, model_class, train_split, test_split):
-    """The lesson's loop: train as args say, testing after every epoch; yield each finished
-    epoch's record and the model as tested."""
+def run(args, model_class, train_split, test_split, progress=lambda steps: None):
+    """The lesson's loop: train as args say, testing after every epoch; yield each epoch's numbers
+    and the model tested. progress(steps) is train_epoch's show; a NaN ends the run with a
+    FloatingPointError."""
     torch.manual_seed(args.seed)
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
     model = model_class().to(args.device)
@@ -143,15 +151,22 @@ def run(args, model_class, train_split, test_split):
         print(f"\nEPOCH: {epoch}")
         start = time.perf_counter()
         batches = data.train_batches(*train_split, args.batch_size, generator, rotation, shift)
-        show = progress(math.ceil(images / args.batch_size))
-        train_loss, train_accuracy = train_epoch(model, batches, optimizer, show)
+        train_loss, correct, seen = train_epoch(model, batches, optimizer,
+                                                progress(math.ceil(images / args.batch_size)))
         train_seconds = time.perf_counter() - start
-        tests, tested = test(model, train_split, test_split, args)
+        figures, tested = test(model, train_split, test_split, args)
         seconds = time.perf_counter() - start
-        yield {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss,
-               "train_accuracy": train_accuracy, **tests, "seconds": seconds,
-               "train_seconds": train_seconds, "test_seconds": seconds - train_seconds,
-               "train_images_per_second": images / train_seconds}, tested
+        numbers = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss,
+                   "train_accuracy": 100 * correct / seen, **figures, "seconds": seconds,
+                   "train_seconds": train_seconds, "test_seconds": seconds - train_seconds,
+                   "train_images_per_second": images / train_seconds}
+        if not all(math.isfinite(v) for v in numbers.values() if isinstance(v, float)):
+            raise FloatingPointError(f"the loss became NaN or infinite in epoch {epoch}")
+        recomputing = (f", {numbers['recompute_seconds']:.2f} s of it recomputing BatchNorm "
+                       "statistics" if args.recompute_bn else "")
+        print("Epoch time: {seconds:.1f} s (train {train_seconds:.1f} s, {train_images_per_second:"
+              ",.0f} images/s; test {test_seconds:.2f} s".format(**numbers) + recomputing + ")")
+        yield numbers, tested
         scheduler.step()
 
 
@@ -168,6 +183,7 @@ def report(history, parameters):
     target = f">= {TARGET_ACCURACY:.2f}% test accuracy in each of the last {TARGET_EPOCHS} epochs"
     verdict = {"best_train_accuracy": max((e["train_accuracy"] for e in history), default=None),
                "best_test_accuracy": max(tests, default=None), "target": target,
+               "target_accuracy": TARGET_ACCURACY, "target_epochs": TARGET_EPOCHS,
                "last_test_accuracies": tests[-TARGET_EPOCHS:], "target_met": target_met(tests)}
     percents = lambda accuracies: ", ".join(f"{a:.2f}%" for a in accuracies[-TARGET_EPOCHS:])
     met = lambda accuracies: "met" if target_met(accuracies) else "not met"
@@ -190,34 +206,7 @@ def report(history, parameters):
     return verdict
 
 
-def main(argv=None, *, models=MODELS, recipes=RECIPES, record=None):
-    """`python train.py --help`; the exit status: 0 for a finished run, 1 for what failed, 2 for a
-    bad argument, 130 for Ctrl-C, 143 for SIGTERM. lab/screen.py gives its candidates a number."""
-    args = parse_args(argv, models, recipes)
-    log, status = {"config": None, "epochs": []}, 0
-    parameters = count_parameters(models[args.model]())[0]
-    try:
-        train_split, test_split = load_data(args)
-        log["config"] = configuration(args, parameters, len(train_split[1]), record)
-        for epoch, model in run(args, models[args.model], train_split, test_split):
-            keep(args, log, epoch, model)
-    except KeyboardInterrupt as e:
-        status = 128 + (signal.SIGTERM if e.args else signal.SIGINT)
-        print(f"\n{str(e) or 'Interrupted'}: {len(log['epochs'])} finished epoch(s) reported "
-              "below.")
-    except RuntimeError as e:
-        if "out of memory" not in str(e) and "allocate memory" not in str(e):
-            raise
-        sys.exit(f"error: out of memory on {args.device}; try a smaller --batch-size (this run "
-                 f"used {args.batch_size}) or --test-batch-size ({args.test_batch_size})")
-    log["result"] = report(log["epochs"], parameters)
-    save(args, dict(log, interrupted=True) if status else log)
-    if args.save_model and log["epochs"]:
-        print(f"Saved the model's state_dict to {args.save_model}")
-    return status
-
-
-# The plumbing that main calls, in order: the flags, the data, the progress line, the files.
+# The plumbing, in the order main calls it: the flags, the data, the progress line, the files.
 def parser(**settings):
     """argparse's parser, but a bad argument costs one line (no usage block) and exit 2."""
     p = argparse.ArgumentParser(**settings)
@@ -236,7 +225,7 @@ def number(kind, low, high=math.inf, *, above=False):
     return parse
 
 
-def output(path):
+def writable(path):
     """An argparse type: a file that can be written (through a link, its target), not an input."""
     target = os.path.realpath(path)
     why = ("it is a folder" if os.path.isdir(target) or path.endswith(os.sep)
@@ -277,8 +266,8 @@ def parse_args(argv, models, recipes):
                    help="auto picks cuda, then mps, then cpu (default: auto)")
     p.add_argument("--data-dir", default=data.default_data_dir(),
                    help="the folder that holds MNIST/raw (default: $MNIST_DIR, else ./data)")
-    p.add_argument("--save-model", type=output, metavar="PATH", help="the state_dict, each epoch")
-    p.add_argument("--metrics", type=output, metavar="PATH", help="each epoch's numbers, JSON")
+    p.add_argument("--save-model", type=writable, metavar="PATH", help="the state_dict, each epoch")
+    p.add_argument("--metrics", type=writable, metavar="PATH", help="each epoch's numbers, JSON")
     p.add_argument("--dry-run", action="store_true", help="one batch each way per epoch")
     args = p.parse_args(argv)
     given = {name for name, value in vars(args).items() if value is not None}
@@ -298,7 +287,7 @@ def load_data(args):
             zip(data.load_splits(args.data_dir, device=args.device), kept)]
 
 
-def configuration(args, parameters, train_images, record):
+def configuration(args, parameters, train_images, extra):
     """The run's configuration, as --metrics records it: the flags but the files, and more."""
     flags = {k: v for k, v in vars(args).items()
              if k not in ("rotation", "shift", "data_dir", "save_model", "metrics")}
@@ -307,7 +296,7 @@ def configuration(args, parameters, train_images, record):
             "shift_pixels": args.shift * args.augment,
             "recompute_images": min(RECOMPUTE_IMAGES, train_images) * args.recompute_bn,
             "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, **(record or {})}
+            "torchvision": torchvision.__version__, **(extra or {})}
 
 
 def progress(steps):
@@ -328,43 +317,51 @@ def progress(steps):
     return show
 
 
-def keep(args, log, record, model):
-    """Print a finished epoch's time; write the model as tested (--save-model), then the epoch
-    with the others (--metrics); or end the run where a number of it is not finite."""
-    if not all(math.isfinite(v) for v in record.values() if isinstance(v, float)):
-        sys.exit(f"error: the loss became NaN or infinite in epoch {record['epoch']}; try an "
-                 f"--lr below {args.lr:g}")
-    recomputing = (f", {record['recompute_seconds']:.2f} s of it recomputing BatchNorm "
-                   "statistics" if "recompute_seconds" in record else "")
-    print("Epoch time: {seconds:.1f} s (train {train_seconds:.1f} s, {train_images_per_second:,.0f}"
-          " images/s; test {test_seconds:.2f} s".format(**record) + recomputing + ")")
-    if args.save_model:
+def save(args, log=None, model=None):
+    """Write what is given, each whole: the model (--save-model), the run so far (--metrics)."""
+    if args.save_model and model is not None:
         torch.save(model.state_dict(), weights := io.BytesIO())   # a zip, in memory
         write_whole(args.save_model, weights.getvalue())
-    log["epochs"].append(record)
-    save(args, log)
-
-
-def save(args, log):
-    if args.metrics and log["config"]:
+    if args.metrics and log and log["config"]:
         write_whole(args.metrics, json.dumps(log, indent=2, allow_nan=False).encode() + b"\n")
 
 
 def write_whole(path, content):
-    """Write the bytes to path's target through a temporary file renamed over it: a reader never
-    sees half a file, a full disk leaves the file before, an existing file keeps its mode."""
-    temporary = os.path.realpath(path) + ".tmp"
+    """Write the bytes to path's target through a temporary file of this process beside it, renamed
+    over it: a reader never sees half a file, a full disk leaves the file as it was, its mode stays.
+    What is not a regular file (a device, a pipe) is written into. An OSError names path."""
+    target = os.path.realpath(path)
+    folder, name = os.path.split(target)
+    temporary = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
     try:
-        with open(temporary, "wb") as f:
-            f.write(content)
-        if os.path.exists(path):   # the file's mode, kept
-            os.chmod(temporary, os.stat(path).st_mode)
-        os.replace(temporary, os.path.realpath(path))
+        if os.path.exists(target) and not os.path.isfile(target):
+            with open(target, "wb") as f:
+                return f.write(content)
+        f = open(temporary, "xb")   # "x": never a file that is there already
+        try:
+            with f:
+                f.write(content)
+            if os.path.exists(target):
+                os.chmod(temporary, os.stat(target).st_mode)
+            os.replace(temporary, target)
+        finally:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
     except OSError as e:
-        sys.exit(f"error: cannot write {path}: {e.strerror}")
+        raise OSError(e.errno, e.strerror, path) from None
+
+
+@contextlib.contextmanager
+def stops_held():
+    """Ctrl-C and SIGTERM wait until the block has ended; the signals that came, in order."""
+    stops = []
+    handlers = {signum: signal.signal(signum, lambda number, frame: stops.append(number))
+                for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stops
     finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
 
 
 def stop(signum, frame):
@@ -372,8 +369,46 @@ def stop(signum, frame):
     raise KeyboardInterrupt("Stopped by SIGTERM")
 
 
+def main(argv=None, *, models=MODELS, recipes=RECIPES, extra=None):
+    """`python train.py --help`; exit 0 for a finished run, 1 for what failed, 2 for a bad argument,
+    130 for Ctrl-C, 143 for SIGTERM. lab/screen.py adds models, recipes and `extra` config."""
+    args = parse_args(argv, models, recipes)
+    log, status = {"config": None, "epochs": []}, 0
+    parameters = count_parameters(models[args.model]())[0]
+    try:
+        try:
+            train_split, test_split = load_data(args)
+            log["config"] = configuration(args, parameters, len(train_split[1]), extra)
+            for numbers, model in run(args, models[args.model], train_split, test_split, progress):
+                save(args, model=model)   # the model, then its epoch: a stop between keeps
+                log["epochs"].append(numbers)   # the files of one epoch
+                save(args, log)
+        except KeyboardInterrupt as e:
+            status = 128 + (signal.SIGTERM if e.args else signal.SIGINT)
+            print(f"\n{str(e) or 'Interrupted'}: {len(log['epochs'])} finished epoch(s) reported "
+                  "below.")
+        with stops_held() as stops:   # a stop now waits for the verdict and the files
+            log["result"] = report(log["epochs"], parameters)
+            save(args, dict(log, interrupted=True) if status or stops else log)
+            if stops and not status:   # it came while the files were written
+                save(args, dict(log, interrupted=True))
+            if args.save_model and log["epochs"]:
+                print(f"Saved the model's state_dict to {args.save_model}")
+    except FloatingPointError as e:
+        sys.exit(f"error: {e}; try an --lr below {args.lr:g}")
+    except (MemoryError, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and not any(w in str(e) for w in ("of memory", "allocate")):
+            raise
+        sys.exit(f"error: out of memory on {args.device}; try a smaller --batch-size (this run "
+                 f"used {args.batch_size}) or --test-batch-size ({args.test_batch_size})")
+    except OSError as e:   # a write: the data's own errors are DataError
+        sys.exit(f"error: cannot write {e.filename}: {e.strerror}")
+    return status or (128 + stops[0] if stops else 0)
+
+
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, stop)
     if hasattr(signal, "SIGPIPE"):   # `python train.py | head`: a quiet end, as a shell tool's
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    sys.stdout.reconfigure(errors="replace")   # a name the console cannot spell: "?", no crash
     sys.exit(main())
