@@ -59,20 +59,11 @@ class TestPictures(unittest.TestCase):
         self.assertEqual(svg.count("<image "), self.total - self.correct)
         self.assertEqual(sorted(captions), sorted(wrong))
         self.assertEqual([t for t, _ in captions], sorted(t for t, _ in captions))   # by class
-
-    def test_the_confusion_matrix_adds_up_to_the_test_set_and_the_correct_digits(self):
         matrix = plot.confusion_matrix(self.labels, self.predicted)
         self.assertEqual((matrix.sum().item(), matrix.diag().sum().item()),
                          (self.total, self.correct))
         self.assertEqual(matrix.sum(dim=1).tolist(),
                          torch.bincount(self.labels, minlength=10).tolist())
-
-    def test_the_command_draws_the_model_it_is_told(self):
-        code, out, err = self.draw(str(self.weights), "--model", "1", "--out",
-                                   str(self.tmp / "e.svg"))
-        self.assertEqual(code, 0, err)
-        self.assertIn("Model 1, m.pt", (self.tmp / "e.svg").read_text(encoding="utf-8"))
-        self.assertIn(f"{self.total - self.correct} misclassified test digits", out)
 
     def test_no_picture_is_replaced_unless_out_names_it_nor_the_file_it_draws(self):
         shutil.copy(self.weights, self.tmp / "f.pt")
@@ -87,32 +78,29 @@ class TestPictures(unittest.TestCase):
             self.assertEqual((code, err.count("\n")), (2, 1), err)
             self.assertEqual((self.tmp / "f.pt").read_bytes(), self.weights.read_bytes())
 
-    def test_a_file_that_is_not_a_state_dict_exits_with_one_line(self):
+    def test_a_file_that_is_no_state_dict_of_the_model_or_none_at_all_exits_with_one_line(self):
         (self.tmp / "notes.txt").write_text("not a model\n")
         torch.save(MODELS[1](), self.tmp / "module.pt")   # a whole pickled module
-        for name in ("notes.txt", "module.pt"):
-            self.assert_refused([str(self.tmp / name), "--model", "1"], 1, "is not a state_dict")
-
-    def test_weights_of_another_model_name_the_models_they_fit(self):
         torch.save(MODELS[4]().state_dict(), self.tmp / "4.pt")
-        self.assert_refused([str(self.tmp / "4.pt"), "--model", "5"], 1, "use --model 3 or 4")
-        self.assert_refused([str(self.weights), "--model", "3"], 1, "use --model 1")
-        (self.tmp / "m-mistakes.svg").write_text("a picture")   # --model is what is missing
-        self.assert_refused([str(self.weights)], 2, "--model: required")
-
-    def test_a_missing_file_or_an_output_in_no_folder_exits_2_with_one_line(self):
-        self.assert_refused([str(self.tmp / "none.pt"), "--model", "1"], 2, "is not a file")
+        for name, model, status, words in (
+                ("notes.txt", "1", 1, "is not a state_dict"), ("module.pt", "1", 1, "state_dict"),
+                ("4.pt", "5", 1, "use --model 3 or 4"), ("m.pt", "3", 1, "use --model 1"),
+                ("none.pt", "1", 2, "is not a file")):
+            self.assert_refused([str(self.tmp / name), "--model", model], status, words)
         code, _, err = self.draw(str(self.weights), "--model", "1", "--out",
                                  str(self.tmp / "no" / "e.svg"))
-        self.assertEqual((code, len(err.strip().splitlines())), (2, 1), err)
+        self.assertEqual((code, err.count("\n")), (2, 1), err)
+        (self.tmp / "m-mistakes.svg").write_text("a picture")   # what is missing comes first
+        self.assertIn("--model: required", self.draw(str(self.weights))[2])
 
-    def test_any_name_gives_a_picture_that_is_well_formed_xml(self):
+    def test_the_command_draws_the_model_it_is_told_as_well_formed_xml_whatever_its_name(self):
         odd = self.tmp / "a&b<c>\"d'.pt"
         shutil.copy(self.weights, odd)
-        code, _, err = self.draw(str(odd), "--model", "1")
+        code, out, err = self.draw(str(odd), "--model", "1")
         self.assertEqual(code, 0, err)
+        self.assertIn(f"{self.total - self.correct} misclassified test digits", out)
         root = ElementTree.parse(self.tmp / "a&b<c>\"d'-mistakes.svg").getroot()
-        self.assertIn("a&b<c>\"d'.pt", "".join(root.itertext()))
+        self.assertIn("Model 1, a&b<c>\"d'.pt", "".join(root.itertext()))
 
     def curves(self):
         """The picture of results/model5/seed1.json as plot.py draws it: the run, its SVG."""

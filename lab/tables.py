@@ -63,8 +63,7 @@ def test_accuracies(run, key="test_accuracy"):
 def as_trained(run):
     """Test accuracies with the statistics as trained: the run's own where it did not recompute."""
     recomputed = run["config"].get("recompute_bn", False)
-    return test_accuracies(run, "test_accuracy_trained_statistics" if recomputed else
-                           "test_accuracy")
+    return test_accuracies(run, "test_accuracy" + "_trained_statistics" * recomputed)
 
 
 def level(tests):
@@ -118,7 +117,7 @@ def candidate_runs(folder):
             for name, runs in groups.items()}
 
 
-def row(*cells):
+def row(*cells):   # of a Markdown table
     return "| " + " | ".join(map(str, cells)) + " |"
 
 
