@@ -66,8 +66,7 @@ def as_trained(run):
     return test_accuracies(run, "test_accuracy" + "_trained_statistics" * recomputed)
 
 
-def level(tests):
-    """A run's level: the mean of its last TARGET_EPOCHS test accuracies."""
+def level(tests):   # a run's level: the mean of its last TARGET_EPOCHS test accuracies
     return statistics.mean(tests[-TARGET_EPOCHS:])
 
 
@@ -302,7 +301,8 @@ def rewrite_readmes():
 
 
 def main(argv):
-    parser = train.parser(prog="python -m lab.tables", description=__doc__.splitlines()[0])
+    parser = train.parser(prog="python -m lab.tables", description="Print the tables README.md "
+                          "shows and the open screen's, made from the runs under results/.")
     parser.add_argument("--write", action="store_true",
                         help="put each table in its README and redraw the pictures")
     args = parser.parse_args(argv)
