@@ -397,7 +397,8 @@ def main(argv=None, *, models=MODELS, recipes=RECIPES, extra=None):
     except FloatingPointError as e:
         sys.exit(f"error: {e}; try an --lr below {args.lr:g}")
     except (MemoryError, RuntimeError) as e:
-        if isinstance(e, RuntimeError) and not any(w in str(e) for w in ("of memory", "allocate")):
+        if not (isinstance(e, MemoryError) or "out of memory" in str(e)
+                or "allocate memory" in str(e)):   # the CPU allocator's words, and CUDA's
             raise
         sys.exit(f"error: out of memory on {args.device}; try a smaller --batch-size (this run "
                  f"used {args.batch_size}) or --test-batch-size ({args.test_batch_size})")
