@@ -42,15 +42,15 @@ LEVERS = {   # what the small network learns from, or how it is tested
     "kd4": dict(temperature=4.0, weight=0.9),
     "ema": dict(decay=0.999),   # tested with an average of its weights
     "clean": dict(recipe=dict(recompute_bn=True)),   # statistics of digits not moved
+    "kd2-clean": dict(temperature=2.0, weight=0.5, recipe=dict(recompute_bn=True)),   # pairs:
+    "ema-clean": dict(decay=0.999, recipe=dict(recompute_bn=True)),   # after seeds 1-5
 }
 CANDIDATES = {f"{design}-{lever}": dict(
     layers=spec["layers"], order="conv-bn-relu", **{k: v for k, v in how.items() if k != "recipe"},
     recipe=dict(MODEL5_RECIPE, **spec["recipe"], **how.get("recipe", {})))
     for design, spec in DESIGNS.items() for lever, how in LEVERS.items()}
-RECIPE_KEYS = ("batch_size", "lr", "momentum", "weight_decay", "step_size", "gamma", "augment",
-               "recompute_bn")
-LAYER_KEYS = ("layers", "order", "dropout", "conv_bias", "fc_bias", "temperature", "weight",
-              "decay")
+RECIPE_KEYS = "batch_size lr momentum weight_decay step_size gamma augment recompute_bn".split()
+LAYER_KEYS = "layers order dropout conv_bias fc_bias temperature weight decay".split()
 
 
 class Candidate(nn.Sequential):
