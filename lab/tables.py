@@ -31,8 +31,9 @@ CURVES_RUN = RESULTS / "model5" / "seed1.json"
 SIZES = (3000, 3500, 4000, 4500)   # the sizes the screen at 4,500 parameters or fewer looked at
 PUBLIC = "f3762-shift2"   # the smallest public design claiming 99.4%: its layers, Model 4's recipe
 FRONTIER, SCREEN_4500 = RESULTS / "frontier", RESULTS / "screen-4500"   # designs below Model 5
-CONFIRMED = (RESULTS / "confirm-5000", RESULTS / "confirm-4500")   # those run on fresh seeds
 LEVERS = RESULTS / "screen-levers"   # a teacher, an average of weights, clean statistics
+CONFIRM_LEVERS = RESULTS / "confirm-levers"   # the levers screen's choice on fresh seeds
+CONFIRMED = (RESULTS / "confirm-5000", RESULTS / "confirm-4500", CONFIRM_LEVERS)   # fresh seeds
 ALONE = {"s4462": (SCREEN_4500, "q4462-batch128"),   # each design of LEVERS trained alone
          "s3786": (FRONTIER, "f3786-bnrelu-batch64-shift1")}
 FRESH_SEEDS = {3: range(11, 51), 4: range(11, 51), 5: range(11, 51)}   # seeds that chose nothing
@@ -175,26 +176,49 @@ def headline_table(fresh=FRESH_SEEDS):
     return "\n".join(lines)
 
 
+def spread_cells(runs, accuracies=test_accuracies):
+    """Of a candidate's runs: its seeds, how many met the target, its level, the spread of levels
+    over seeds and the lowest of its last epochs."""
+    tests = [accuracies(run) for run in runs]
+    levels = [level(t) for t in tests]
+    return (seeds(runs), f"{sum(map(target_met, tests))}/{len(runs)}",
+            f"{statistics.mean(levels):.2f}",
+            f"{statistics.stdev(levels):.2f}" if len(levels) > 1 else "—",
+            f"{min(min(t[-TARGET_EPOCHS:]) for t in tests):.2f}")
+
+
 def levers_table(folder=LEVERS, alone=ALONE):
     """The screen of levers, best level first: each candidate's parameters, seeds, how many met
     the target, its level and spread over seeds, the lowest of its last epochs, and its gain in
     level over its design trained alone (`alone`: its folder and name) on the same seeds."""
     rows = []
     for name, runs in candidate_runs(folder).items():
-        tests = [test_accuracies(run) for run in runs]
-        levels = [level(t) for t in tests]
+        levels = [level(test_accuracies(run)) for run in runs]
         home, design = alone[name.split("-")[0]]
         base = {run["config"]["seed"]: level(test_accuracies(run))
                 for run in candidate_runs(home)[design]}
         gain = statistics.mean(lv - base[run["config"]["seed"]] for lv, run in zip(levels, runs))
         rows.append((-statistics.mean(levels), row(
-            f"`{name}`", f"{runs[0]['config']['parameters']:,}", seeds(runs),
-            f"{sum(map(target_met, tests))}/{len(runs)}", f"{statistics.mean(levels):.2f}",
-            f"{statistics.stdev(levels):.2f}" if len(levels) > 1 else "—",
-            f"{min(min(t[-TARGET_EPOCHS:]) for t in tests):.2f}", f"{gain:+.3f}")))
+            f"`{name}`", f"{runs[0]['config']['parameters']:,}", *spread_cells(runs),
+            f"{gain:+.3f}")))
     return "\n".join([row("candidate", "parameters", "seeds", "target met", "level %", "spread",
                           f"lowest of last {TARGET_EPOCHS} %", "gain over alone, same seeds"),
                       "|---|---|---|---|---|---|---|---|", *(line for _, line in sorted(rows))])
+
+
+def confirmation_table(folder=CONFIRM_LEVERS):
+    """The levers' choice on fresh seeds, as tested and with the statistics as trained: a `clean`
+    run tested so is its design trained alone, the same training."""
+    lines = [row("run", "parameters", "seeds", "target met", "level %", "spread",
+                 f"lowest of last {TARGET_EPOCHS} %", "gain over alone, same seeds"),
+             "|---|---|---|---|---|---|---|---|"]
+    for name, runs in candidate_runs(folder).items():
+        parameters = f"{runs[0]['config']['parameters']:,}"
+        gain = statistics.mean(level(test_accuracies(run)) - level(as_trained(run)) for run in runs)
+        lines += [row(f"`{name}`", parameters, *spread_cells(runs), f"{gain:+.3f}"),
+                  row(f"`{name}`, statistics as trained (the design alone)", parameters,
+                      *spread_cells(runs, as_trained), "—")]
+    return "\n".join(lines)
 
 
 def accuracy_svg(models=(3, 4, 5), low=98.8, high=99.7):
@@ -214,11 +238,12 @@ def accuracy_svg(models=(3, 4, 5), low=98.8, high=99.7):
 
 def reliability_points(fewest=10):
     """(label, parameters, met, seeds, level): Models 3 to 5 over all their seeds; each design
-    confirmed on fresh seeds, over all its seeds; near each of SIZES (within 250 parameters), the
+    confirmed on fresh seeds, over all its seeds (a lever's, named); near each of SIZES (within
+    250 parameters), the
     design with the highest level among those run on at least `fewest` seeds, where not shown
     already; and the public 3,762-parameter layers."""
-    designs, shown = {}, []
-    for folder in (FRONTIER, SCREEN_4500, *CONFIRMED):
+    designs, shown, levers = {}, [], candidate_runs(LEVERS)
+    for folder in (FRONTIER, SCREEN_4500, LEVERS, *CONFIRMED):
         for name, runs in candidate_runs(folder).items():
             designs.setdefault(name, []).extend(runs)
             shown += [name] if folder in CONFIRMED else []
@@ -228,15 +253,17 @@ def reliability_points(fewest=10):
         near = [(name, runs) for name, runs in designs.items() if name != PUBLIC
                 and len(runs) >= fewest and abs(runs[0]["config"]["parameters"] - size) <= 250]
         shown += [max(near, key=lambda pair: point(*pair)[4])[0]] if near else []
-    points += [point(f"{designs[name][0]['config']['parameters']:,}", designs[name])
-               for name in dict.fromkeys(shown)]
+    label = lambda name: f"{designs[name][0]['config']['parameters']:,}" + (
+        f" {name.split('-', 1)[1]}" if name in levers else "")   # a lever's name: DESIGN-LEVER
+    points += [point(label(name), designs[name]) for name in dict.fromkeys(shown)]
     return points + [point("public 3,762", designs[PUBLIC])]
 
 
 def reliability_svg(low=2500, high=8000):
     """Parameters across, the share of seeds that met the target up: one point per design of
     reliability_points, labelled with its seeds met (above the point from 95% up, clear of the
-    dashed line at 19 seeds in 20)."""
+    dashed line at 19 seeds in 20; to its left past 6,500 parameters, and for a second point of
+    one size)."""
     width, height, x0, y0, inner_w, inner_h = 620, 320, 50, 30, 550, 240
     x = lambda parameters: x0 + inner_w * (parameters - low) / (high - low)
     y = lambda share: y0 + inner_h * (1 - share)
@@ -254,8 +281,10 @@ def reliability_svg(low=2500, high=8000):
             plot.element("line", x1=x0, x2=x0 + inner_w, y1=y(0.95), y2=y(0.95), stroke="black",
                          stroke_dasharray="4 3"),
             plot.element("text", "19 seeds in 20", x=x0 + 4, y=y(0.95) - 4)]
-    for label, parameters, met, n, _ in reliability_points():
-        share, right = met / n, parameters > 6500
+    points = reliability_points()
+    for i, (label, parameters, met, n, _) in enumerate(points):   # a second at one size: left
+        share = met / n
+        right = parameters > 6500 or parameters in [p for _, p, *_ in points[:i]]
         out += [plot.element("circle", cx=f"{x(parameters):.1f}", cy=f"{y(share):.1f}", r=4,
                              fill="#3465a4" if share >= 0.95 else "#cc0000"),
                 plot.element("text", f"{label}: {met}/{n}", x=f"{x(parameters) + 6 - 12*right:.1f}",
@@ -267,7 +296,8 @@ def reliability_svg(low=2500, high=8000):
 def readme_tables():
     """Each README and the tables it holds (a table of no runs yet is not held)."""
     return {RESULTS.parent / "README.md": [models_table(), headline_table()],
-            RESULTS / "README.md": [levers_table()] if candidate_runs(LEVERS) else []}
+            RESULTS / "README.md": [levers_table()] * bool(candidate_runs(LEVERS))
+            + [confirmation_table()] * bool(candidate_runs(CONFIRM_LEVERS))}
 
 
 def pictures():

@@ -69,6 +69,20 @@ class TestTables(unittest.TestCase):
         self.assertEqual(table.splitlines()[2],
                          "| `s1-x` | 4,000 | 1–2 | 1/2 | 99.45 | 0.07 | 99.30 | +0.100 |")
 
+    def test_the_confirmation_gives_the_lever_and_its_design_alone_from_the_same_runs(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            for seed, lever, alone in ((1, (99.5,) * 3, (99.4,) * 3), (2, (99.4, 99.3, 99.5),
+                                                                        (99.4,) * 3)):
+                run = metrics(seed, lever, candidate="s1-clean", parameters=4000, recompute_bn=True)
+                for epoch, test in zip(run["epochs"], [99.0] * 12 + list(alone)):
+                    epoch["test_accuracy_trained_statistics"] = test
+                (Path(tmp) / f"s1-clean_seed{seed}.json").write_text(json.dumps(run))
+            table = tables.confirmation_table(Path(tmp))
+        self.assertEqual(table.splitlines()[2:], [
+            "| `s1-clean` | 4,000 | 1–2 | 1/2 | 99.45 | 0.07 | 99.30 | +0.050 |",
+            "| `s1-clean`, statistics as trained (the design alone) | 4,000 | 1–2 | 2/2 | 99.40 "
+            "| 0.00 | 99.40 | — |"])
+
     def test_the_command_changes_no_file_but_with_write_and_refuses_what_it_does_not_know(self):
         for argv in (["--wirte"], ["results"]):
             with self.subTest(argv=argv), contextlib.redirect_stderr(err := io.StringIO()):
@@ -211,8 +225,9 @@ class TestCommittedResults(unittest.TestCase):
         self.assertEqual(len(labels), len(set(labels)))
         self.assertEqual(labels[:3], ["Model 3", "Model 4", "Model 5"])
         for folder in tables.CONFIRMED:
-            for runs in tables.candidate_runs(folder).values():
-                self.assertIn(f"{runs[0]['config']['parameters']:,}", labels)
+            for name, runs in tables.candidate_runs(folder).items():
+                lever = f" {name.split('-', 1)[1]}" * (folder == tables.CONFIRM_LEVERS)
+                self.assertIn(f"{runs[0]['config']['parameters']:,}{lever}", labels)
         for label, parameters, met, seeds, level in tables.reliability_points():
             self.assertGreaterEqual(seeds, 10, label)
 
