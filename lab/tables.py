@@ -239,14 +239,14 @@ def accuracy_svg(models=(3, 4, 5), low=98.8, high=99.7):
 def reliability_points(fewest=10):
     """(label, parameters, met, seeds, level): Models 3 to 5 over all their seeds; each design
     confirmed on fresh seeds, over all its seeds (a lever's, named); near each of SIZES (within
-    250 parameters), the
-    design with the highest level among those run on at least `fewest` seeds, where not shown
-    already; and the public 3,762-parameter layers."""
-    designs, shown, levers = {}, [], candidate_runs(LEVERS)
+    250 parameters), the design with the highest level among those run on at least `fewest`
+    seeds, where not shown already; and the public 3,762-parameter layers."""
+    designs, shown, levers = {}, [], set()
     for folder in (FRONTIER, SCREEN_4500, LEVERS, *CONFIRMED):
         for name, runs in candidate_runs(folder).items():
             designs.setdefault(name, []).extend(runs)
             shown += [name] if folder in CONFIRMED else []
+            levers |= {name} if folder == LEVERS else set()
     point = lambda label, runs: (label, runs[0]["config"]["parameters"], *met_and_level(runs))
     points = [point(f"Model {m}", model_runs(m)) for m in (3, 4, 5)]
     for size in SIZES:
